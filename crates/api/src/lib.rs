@@ -1,0 +1,1 @@
+//! hlsmark-api (work in progress).

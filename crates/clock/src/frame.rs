@@ -1,0 +1,238 @@
+//! Frame rates as exact rationals and frame index <-> media time with integer math only.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{Duration90k, TICKS_PER_SECOND};
+
+/// Frames per second as `num / den` (30000/1001 for NTSC 29.97). Both parts are non-zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "FrameRateRepr", into = "FrameRateRepr")]
+pub struct FrameRate {
+    num: NonZeroU32,
+    den: NonZeroU32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FrameRateRepr {
+    num: u32,
+    den: u32,
+}
+
+impl TryFrom<FrameRateRepr> for FrameRate {
+    type Error = FrameRateError;
+    fn try_from(r: FrameRateRepr) -> Result<Self, FrameRateError> {
+        FrameRate::new(r.num, r.den)
+    }
+}
+impl From<FrameRate> for FrameRateRepr {
+    fn from(r: FrameRate) -> Self {
+        Self {
+            num: r.num(),
+            den: r.den(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameRateError {
+    #[error("frame rate {0:?} is not of the form N or N/D with whole numbers")]
+    Syntax(String),
+    #[error("frame rate {num}/{den} must be between 1 and 240 frames per second")]
+    OutOfRange { num: u32, den: u32 },
+}
+
+impl FrameRate {
+    /// A frame rate of `num / den` fps, between 1 and 240 fps.
+    pub fn new(num: u32, den: u32) -> Result<Self, FrameRateError> {
+        let (Some(n), Some(d)) = (NonZeroU32::new(num), NonZeroU32::new(den)) else {
+            return Err(FrameRateError::OutOfRange { num, den });
+        };
+        let fps_x = u64::from(num);
+        if fps_x < u64::from(den) || fps_x > 240 * u64::from(den) {
+            return Err(FrameRateError::OutOfRange { num, den });
+        }
+        Ok(Self { num: n, den: d })
+    }
+
+    /// Whole frames per second (`FrameRate::integer(30)`), panics only on a constant out of range.
+    pub fn integer(fps: u32) -> Self {
+        Self::new(fps, 1).unwrap_or(Self {
+            num: NonZeroU32::MIN.saturating_add(29),
+            den: NonZeroU32::MIN,
+        })
+    }
+
+    pub fn num(self) -> u32 {
+        self.num.get()
+    }
+    pub fn den(self) -> u32 {
+        self.den.get()
+    }
+
+    /// Ticks per `num` frames: frame `n` starts at `floor(n * K / num)` ticks.
+    fn k(self) -> i128 {
+        i128::from(TICKS_PER_SECOND) * i128::from(self.den())
+    }
+
+    /// Media time offset of frame `n` from the start of its epoch: `floor(n * 90000 * den / num)`.
+    /// Exact (no rounding at all) whenever 90000 * den is a multiple of num, as for 24, 25, 30,
+    /// 50, 60 and 30000/1001 fps.
+    pub fn frame_to_ticks(self, n: i64) -> Duration90k {
+        let t = (i128::from(n) * self.k()).div_euclid(i128::from(self.num()));
+        #[allow(clippy::cast_possible_truncation)]
+        Duration90k(t as i64)
+    }
+
+    /// The frame shown at offset `d` from the start of the epoch: the largest `n` with
+    /// `frame_to_ticks(n) <= d`. Inverse of [`Self::frame_to_ticks`] for every `n`.
+    pub fn ticks_to_frame(self, d: Duration90k) -> i64 {
+        // frame_to_ticks(n) <= t  <=>  n * K < (t + 1) * num  <=>  n <= floor(((t+1)*num - 1) / K)
+        let t = i128::from(d.ticks());
+        let n = ((t + 1) * i128::from(self.num()) - 1).div_euclid(self.k());
+        #[allow(clippy::cast_possible_truncation)]
+        let n = n as i64;
+        n
+    }
+
+    /// The first frame that starts at or after `d` (rounding up to a frame boundary).
+    pub fn ticks_to_frame_ceil(self, d: Duration90k) -> i64 {
+        let n = self.ticks_to_frame(d);
+        if self.frame_to_ticks(n) == d {
+            n
+        } else {
+            n + 1
+        }
+    }
+
+    /// The whole number of frames nearest to `d` (used to fit a requested segment duration).
+    pub fn frames_nearest(self, d: Duration90k) -> i64 {
+        let t = i128::from(d.ticks()) * i128::from(self.num());
+        let k = self.k();
+        #[allow(clippy::cast_possible_truncation)]
+        let n = ((2 * t + k).div_euclid(2 * k)) as i64;
+        n
+    }
+
+    /// True when every frame boundary falls on a whole tick (no floor in `frame_to_ticks`).
+    pub fn is_tick_exact(self) -> bool {
+        self.k() % i128::from(self.num()) == 0
+    }
+
+    /// Edge conversion for logs and JSON.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.num()) / f64::from(self.den())
+    }
+}
+
+impl fmt::Debug for FrameRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} fps", self.num, self.den)
+    }
+}
+
+impl fmt::Display for FrameRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.den() == 1 {
+            write!(f, "{}", self.num)
+        } else {
+            write!(f, "{}/{}", self.num, self.den)
+        }
+    }
+}
+
+impl FromStr for FrameRate {
+    type Err = FrameRateError;
+    /// `30`, `25`, `30000/1001`.
+    fn from_str(s: &str) -> Result<Self, FrameRateError> {
+        let syntax = || FrameRateError::Syntax(s.to_owned());
+        let (n, d) = match s.trim().split_once('/') {
+            Some((n, d)) => (
+                n.trim().parse().map_err(|_| syntax())?,
+                d.trim().parse().map_err(|_| syntax())?,
+            ),
+            None => (s.trim().parse().map_err(|_| syntax())?, 1),
+        };
+        Self::new(n, d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn common_rates_are_exact() {
+        let ntsc = FrameRate::new(30_000, 1_001).unwrap();
+        assert_eq!(ntsc.frame_to_ticks(1), Duration90k(3_003));
+        assert_eq!(ntsc.frame_to_ticks(30_000), Duration90k(90_090_000));
+        assert!(ntsc.is_tick_exact());
+        for fps in [24, 25, 30, 50, 60] {
+            assert!(FrameRate::integer(fps).is_tick_exact(), "{fps}");
+        }
+        assert!(!FrameRate::integer(7).is_tick_exact());
+    }
+
+    #[test]
+    fn parse_and_reject() {
+        assert_eq!(
+            "30000/1001".parse::<FrameRate>().unwrap(),
+            FrameRate::new(30_000, 1_001).unwrap()
+        );
+        assert_eq!("25".parse::<FrameRate>().unwrap(), FrameRate::integer(25));
+        for bad in ["", "0", "30/0", "abc", "-1", "1000", "1/2", "30/1/1", "nan"] {
+            assert!(
+                bad.parse::<FrameRate>().is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn segment_duration_fits_whole_frames() {
+        let ntsc = FrameRate::new(30_000, 1_001).unwrap();
+        assert_eq!(ntsc.frames_nearest(Duration90k::from_secs(1)), 30);
+        assert_eq!(
+            FrameRate::integer(25).frames_nearest(Duration90k::from_secs(2)),
+            50
+        );
+    }
+
+    fn any_rate() -> impl Strategy<Value = FrameRate> {
+        (1u32..=240_000, 1u32..=1_001)
+            .prop_filter_map("in range", |(n, d)| FrameRate::new(n, d).ok())
+    }
+
+    proptest! {
+        #[test]
+        fn frame_roundtrip_any_rate(rate in any_rate(), n in -1_000_000_000i64..=1_000_000_000_000) {
+            let t = rate.frame_to_ticks(n);
+            prop_assert_eq!(rate.ticks_to_frame(t), n);
+            prop_assert_eq!(rate.ticks_to_frame_ceil(t), n);
+        }
+
+        #[test]
+        fn ticks_fall_in_their_frame(rate in any_rate(), t in -(1i64 << 50)..(1i64 << 50)) {
+            let n = rate.ticks_to_frame(Duration90k(t));
+            prop_assert!(rate.frame_to_ticks(n).ticks() <= t);
+            prop_assert!(rate.frame_to_ticks(n + 1).ticks() > t);
+        }
+
+        #[test]
+        fn frame_times_are_monotonic(rate in any_rate(), n in 0i64..1_000_000_000_000) {
+            prop_assert!(rate.frame_to_ticks(n) < rate.frame_to_ticks(n + 1));
+        }
+
+        #[test]
+        fn ten_years_of_frames_do_not_overflow(rate in any_rate()) {
+            let ten_years = Duration90k::from_secs(10 * 366 * 86_400);
+            let n = rate.ticks_to_frame(ten_years);
+            prop_assert!(rate.frame_to_ticks(n) <= ten_years);
+            prop_assert_eq!(rate.ticks_to_frame(rate.frame_to_ticks(n)), n);
+        }
+    }
+}

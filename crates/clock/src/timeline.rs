@@ -1,0 +1,499 @@
+//! The stream timeline: epochs (one per encoder start) and every conversion between clocks.
+//!
+//! An epoch begins whenever ffmpeg (re)starts. Within an epoch all four clocks move together, tick
+//! for tick; between epochs the GEN -> HLS offset may jump (frames lost while ffmpeg restarted) and
+//! the stream carries an `EXT-X-DISCONTINUITY`. HLS time is sequence-aligned: a new epoch starts at
+//! the media time where its first sequence number would have started had the previous epoch gone
+//! on, so `hls = seq * D + offset` holds across the whole stream when D is constant (the proof of
+//! concept's CLIENT offset), and the only correction a player needs is the media a short final
+//! segment of an epoch did not cover (see [`Timeline::hls_to_client`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::FrameRate;
+use crate::time::{ClientTime, Duration90k, GenTime, HlsTime, UtcTime};
+
+/// An HLS media sequence number.
+pub type SeqNo = u64;
+
+/// One continuous run of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Epoch {
+    /// 0 for the first epoch of a stream, then 1, 2, ... (the discontinuity sequence).
+    pub index: u32,
+    /// Media sequence number of the epoch's first segment.
+    pub first_seq: SeqNo,
+    /// Media time of the epoch's first frame.
+    pub hls_start: HlsTime,
+    /// Generator time of the epoch's first frame.
+    pub gen_start: GenTime,
+    /// Wall time of the epoch's first frame: the anchor of every PDT in the epoch.
+    pub utc_start: UtcTime,
+    pub fps: FrameRate,
+    /// Segment length in whole frames (every segment but possibly an epoch's last is this long).
+    pub segment_frames: u32,
+    /// End of the epoch's last published segment, once a later epoch has begun.
+    pub hls_end: Option<HlsTime>,
+}
+
+impl Epoch {
+    /// Nominal segment duration (exact when the frame rate is tick-exact).
+    pub fn segment_duration(&self) -> Duration90k {
+        self.fps.frame_to_ticks(i64::from(self.segment_frames))
+    }
+
+    /// Start of segment `seq`, which must belong to this epoch (`seq >= first_seq`).
+    pub fn segment_start(&self, seq: SeqNo) -> HlsTime {
+        let k = i64::try_from(seq.saturating_sub(self.first_seq)).unwrap_or(i64::MAX / 4);
+        self.hls_start
+            + self
+                .fps
+                .frame_to_ticks(k.saturating_mul(i64::from(self.segment_frames)))
+    }
+
+    /// Sequence number of the segment holding media time `hls` (which must not precede the epoch).
+    pub fn seq_at(&self, hls: HlsTime) -> SeqNo {
+        let frame = self.fps.ticks_to_frame(hls - self.hls_start).max(0);
+        let k = frame / i64::from(self.segment_frames.max(1));
+        self.first_seq + u64::try_from(k).unwrap_or(0)
+    }
+
+    /// Index of the frame showing at `hls`, counted from the epoch start.
+    pub fn frame_at(&self, hls: HlsTime) -> i64 {
+        self.fps.ticks_to_frame(hls - self.hls_start)
+    }
+
+    /// Media time of frame `n` of this epoch.
+    pub fn frame_time(&self, n: i64) -> HlsTime {
+        self.hls_start + self.fps.frame_to_ticks(n)
+    }
+
+    /// Start of the frame showing at `hls` (snaps a time inside a frame to its first tick).
+    pub fn snap_to_frame(&self, hls: HlsTime) -> HlsTime {
+        self.frame_time(self.frame_at(hls))
+    }
+
+    fn gen_offset(&self) -> Duration90k {
+        self.hls_start - HlsTime(self.gen_start.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimelineError {
+    #[error("the stream has no epochs yet")]
+    Empty,
+    #[error("{0:?} is before the stream began")]
+    BeforeStart(String),
+    #[error("epoch {index} does not follow epoch {prev}: {why}")]
+    OutOfOrder {
+        index: u32,
+        prev: u32,
+        why: &'static str,
+    },
+    #[error("epoch {0} has a segment length of zero frames")]
+    ZeroSegment(u32),
+    #[error("sequence {0} is before the stream began")]
+    SeqBeforeStart(SeqNo),
+    #[error("arithmetic overflow converting {0}")]
+    Overflow(&'static str),
+}
+
+/// The epochs of one stream, in order, with the clock conversions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    epochs: Vec<Epoch>,
+}
+
+impl Timeline {
+    /// A timeline from epochs in any order; they are sorted by index and validated.
+    pub fn new(mut epochs: Vec<Epoch>) -> Result<Self, TimelineError> {
+        epochs.sort_by_key(|e| e.index);
+        let mut t = Self {
+            epochs: Vec::with_capacity(epochs.len()),
+        };
+        for e in epochs {
+            t.push(e)?;
+        }
+        Ok(t)
+    }
+
+    /// Appends a new epoch, closing the previous one at `hls_end` if it is not closed yet.
+    pub fn push(&mut self, e: Epoch) -> Result<(), TimelineError> {
+        if e.segment_frames == 0 {
+            return Err(TimelineError::ZeroSegment(e.index));
+        }
+        if let Some(prev) = self.epochs.last_mut() {
+            let err = |why| TimelineError::OutOfOrder {
+                index: e.index,
+                prev: prev.index,
+                why,
+            };
+            if e.index <= prev.index {
+                return Err(err("index must increase"));
+            }
+            if e.first_seq <= prev.first_seq {
+                return Err(err("first sequence number must increase"));
+            }
+            if e.hls_start <= prev.hls_start {
+                return Err(err("media time must increase"));
+            }
+            if e.gen_start < prev.gen_start {
+                return Err(err("generator time must not go back"));
+            }
+            if e.utc_start < prev.utc_start {
+                return Err(err("wall time must not go back"));
+            }
+            match prev.hls_end {
+                Some(end) if end > e.hls_start => {
+                    return Err(err("previous epoch ends after this one starts"));
+                }
+                Some(_) => {}
+                None => prev.hls_end = Some(e.hls_start),
+            }
+        }
+        self.epochs.push(e);
+        Ok(())
+    }
+
+    pub fn epochs(&self) -> &[Epoch] {
+        &self.epochs
+    }
+
+    pub fn last(&self) -> Option<&Epoch> {
+        self.epochs.last()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.epochs.is_empty()
+    }
+
+    /// Where a new epoch starting at sequence `first_seq` begins on the HLS clock: the start that
+    /// segment would have had in the current last epoch (sequence alignment), or 0 for a new stream.
+    pub fn next_epoch_hls_start(&self, first_seq: SeqNo) -> HlsTime {
+        match self.epochs.last() {
+            Some(e) => e.segment_start(first_seq.max(e.first_seq)),
+            None => HlsTime::ZERO,
+        }
+    }
+
+    fn epoch_by<K: Ord>(&self, key: K, f: impl Fn(&Epoch) -> K) -> Option<&Epoch> {
+        let i = self.epochs.partition_point(|e| f(e) <= key);
+        i.checked_sub(1).map(|i| &self.epochs[i])
+    }
+
+    /// The epoch whose media time range holds `hls` (the latest that starts at or before it).
+    pub fn epoch_at_hls(&self, hls: HlsTime) -> Result<&Epoch, TimelineError> {
+        self.require()?;
+        self.epoch_by(hls, |e| e.hls_start)
+            .ok_or_else(|| TimelineError::BeforeStart(format!("{hls:?}")))
+    }
+
+    pub fn epoch_at_gen(&self, gen_time: GenTime) -> Result<&Epoch, TimelineError> {
+        self.require()?;
+        self.epoch_by(gen_time, |e| e.gen_start)
+            .ok_or_else(|| TimelineError::BeforeStart(format!("{gen_time:?}")))
+    }
+
+    pub fn epoch_at_utc(&self, utc: UtcTime) -> Result<&Epoch, TimelineError> {
+        self.require()?;
+        self.epoch_by(utc, |e| e.utc_start)
+            .ok_or_else(|| TimelineError::BeforeStart(format!("{utc:?}")))
+    }
+
+    pub fn epoch_at_seq(&self, seq: SeqNo) -> Result<&Epoch, TimelineError> {
+        self.require()?;
+        self.epoch_by(seq, |e| e.first_seq)
+            .ok_or(TimelineError::SeqBeforeStart(seq))
+    }
+
+    fn require(&self) -> Result<(), TimelineError> {
+        if self.epochs.is_empty() {
+            Err(TimelineError::Empty)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// GEN -> HLS: same offset as the epoch's first frame.
+    pub fn gen_to_hls(&self, gen_time: GenTime) -> Result<HlsTime, TimelineError> {
+        let e = self.epoch_at_gen(gen_time)?;
+        HlsTime(gen_time.0)
+            .checked_add(e.gen_offset())
+            .ok_or(TimelineError::Overflow("GEN to HLS"))
+    }
+
+    /// HLS -> GEN.
+    pub fn hls_to_gen(&self, hls: HlsTime) -> Result<GenTime, TimelineError> {
+        let e = self.epoch_at_hls(hls)?;
+        hls.checked_sub(e.gen_offset())
+            .map(|h| GenTime(h.0))
+            .ok_or(TimelineError::Overflow("HLS to GEN"))
+    }
+
+    /// HLS -> UTC: the epoch's wall anchor plus the media time since the epoch began. This is the
+    /// value written as `EXT-X-PROGRAM-DATE-TIME`.
+    pub fn hls_to_utc(&self, hls: HlsTime) -> Result<UtcTime, TimelineError> {
+        let e = self.epoch_at_hls(hls)?;
+        e.utc_start
+            .checked_add(hls - e.hls_start)
+            .ok_or(TimelineError::Overflow("HLS to UTC"))
+    }
+
+    /// UTC -> HLS (inverse of [`Self::hls_to_utc`]).
+    pub fn utc_to_hls(&self, utc: UtcTime) -> Result<HlsTime, TimelineError> {
+        let e = self.epoch_at_utc(utc)?;
+        e.hls_start
+            .checked_add(utc - e.utc_start)
+            .ok_or(TimelineError::Overflow("UTC to HLS"))
+    }
+
+    /// Start of segment `seq` on the HLS clock.
+    pub fn segment_start(&self, seq: SeqNo) -> Result<HlsTime, TimelineError> {
+        Ok(self.epoch_at_seq(seq)?.segment_start(seq))
+    }
+
+    /// Sequence number of the segment holding `hls`.
+    pub fn seq_at(&self, hls: HlsTime) -> Result<SeqNo, TimelineError> {
+        let e = self.epoch_at_hls(hls)?;
+        Ok(e.seq_at(hls))
+    }
+
+    /// Media a player never sees between `from` and `to` (both HLS): the parts of closed epochs'
+    /// nominal ranges that their short final segments did not cover.
+    fn gaps_between(&self, from: HlsTime, to: HlsTime) -> Duration90k {
+        let mut gap = Duration90k::ZERO;
+        for w in self.epochs.windows(2) {
+            let (e, next) = (&w[0], &w[1]);
+            let end = e.hls_end.unwrap_or(next.hls_start);
+            // The gap is [end, next.hls_start); count its overlap with [from, to).
+            let lo = end.max(from);
+            let hi = next.hls_start.min(to);
+            if hi > lo {
+                gap = gap + (hi - lo);
+            }
+        }
+        gap
+    }
+
+    /// HLS -> CLIENT for a player that joined at media sequence `join_seq`: the player's timeline
+    /// is the sum of EXTINF from its first segment, so `client = hls - start(join_seq) - gaps`.
+    /// With every segment of length D this is the proof of concept's `hls - join_seq * D`.
+    pub fn hls_to_client(
+        &self,
+        hls: HlsTime,
+        join_seq: SeqNo,
+    ) -> Result<ClientTime, TimelineError> {
+        let join = self.segment_start(join_seq)?;
+        let (lo, hi, sign) = if hls >= join {
+            (join, hls, 1)
+        } else {
+            (hls, join, -1)
+        };
+        let span = (hi - lo) - self.gaps_between(lo, hi);
+        Ok(ClientTime(span.ticks() * sign))
+    }
+
+    /// CLIENT -> HLS (inverse of [`Self::hls_to_client`] for times that are not inside a gap).
+    pub fn client_to_hls(
+        &self,
+        client: ClientTime,
+        join_seq: SeqNo,
+    ) -> Result<HlsTime, TimelineError> {
+        let join = self.segment_start(join_seq)?;
+        if client.0 <= 0 {
+            // Walk backwards: gaps before the join point.
+            let mut hls = join
+                .checked_add(Duration90k(client.0))
+                .ok_or(TimelineError::Overflow("CLIENT"))?;
+            loop {
+                let g = self.gaps_between(hls, join);
+                let cand = join - (Duration90k(-client.0) + g);
+                if cand == hls {
+                    return Ok(hls);
+                }
+                hls = cand;
+            }
+        }
+        let mut hls = join
+            .checked_add(Duration90k(client.0))
+            .ok_or(TimelineError::Overflow("CLIENT"))?;
+        loop {
+            let cand = join + Duration90k(client.0) + self.gaps_between(join, hls);
+            if cand == hls {
+                return Ok(hls);
+            }
+            hls = cand;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const D: i64 = 90_000;
+
+    fn epoch(index: u32, first_seq: SeqNo, hls: i64, gen_time: i64, utc: i64) -> Epoch {
+        Epoch {
+            index,
+            first_seq,
+            hls_start: HlsTime(hls),
+            gen_start: GenTime(gen_time),
+            utc_start: UtcTime(utc),
+            fps: FrameRate::integer(30),
+            segment_frames: 30,
+            hls_end: None,
+        }
+    }
+
+    const ANCHOR: i64 = 1_795_000_000 * D;
+
+    /// Epoch 0 from seq 0; ffmpeg died 0.5 s into segment 10 (partial segment published), the new
+    /// epoch starts at seq 11 after 2 s of generator time lost.
+    fn two_epochs() -> Timeline {
+        let mut e0 = epoch(0, 0, 0, 0, ANCHOR);
+        e0.hls_end = Some(HlsTime(10 * D + D / 2));
+        let e1 = epoch(1, 11, 11 * D, 12 * D + D / 2, ANCHOR + 13 * D);
+        Timeline::new(vec![e1, e0]).unwrap()
+    }
+
+    #[test]
+    fn poc_offset_holds_in_one_epoch() {
+        let t = Timeline::new(vec![epoch(0, 0, 0, 0, ANCHOR)]).unwrap();
+        let hls = HlsTime(37 * D + 3_000 * 7);
+        assert_eq!(
+            t.hls_to_client(hls, 30).unwrap(),
+            ClientTime(hls.0 - 30 * D)
+        );
+        assert_eq!(
+            t.client_to_hls(ClientTime(hls.0 - 30 * D), 30).unwrap(),
+            hls
+        );
+        assert_eq!(t.seq_at(hls).unwrap(), 37);
+        assert_eq!(t.hls_to_utc(hls).unwrap(), UtcTime(ANCHOR + hls.0));
+    }
+
+    #[test]
+    fn client_across_epoch_skips_short_segment_gap() {
+        let t = two_epochs();
+        // Joined at seq 8; a marker 0.1 s into seq 12. The player saw 8,9 (2 s), 10 (0.5 s), 11 (1 s).
+        let hls = HlsTime(12 * D + D / 10);
+        assert_eq!(
+            t.hls_to_client(hls, 8).unwrap(),
+            ClientTime(3 * D + D / 2 + D / 10)
+        );
+        assert_eq!(
+            t.client_to_hls(ClientTime(3 * D + D / 2 + D / 10), 8)
+                .unwrap(),
+            hls
+        );
+        // Negative: a marker before the join point.
+        let early = HlsTime(9 * D);
+        assert_eq!(
+            t.hls_to_client(early, 12).unwrap(),
+            ClientTime(-(2 * D + D / 2))
+        );
+        assert_eq!(
+            t.client_to_hls(ClientTime(-(2 * D + D / 2)), 12).unwrap(),
+            early
+        );
+    }
+
+    #[test]
+    fn gen_and_utc_follow_their_epoch() {
+        let t = two_epochs();
+        // GEN inside epoch 1 maps with epoch 1's offset.
+        let g = GenTime(13 * D);
+        assert_eq!(t.gen_to_hls(g).unwrap(), HlsTime(11 * D + D / 2));
+        assert_eq!(t.hls_to_gen(HlsTime(11 * D + D / 2)).unwrap(), g);
+        assert_eq!(
+            t.hls_to_utc(HlsTime(11 * D)).unwrap(),
+            UtcTime(ANCHOR + 13 * D)
+        );
+        assert_eq!(
+            t.utc_to_hls(UtcTime(ANCHOR + 13 * D)).unwrap(),
+            HlsTime(11 * D)
+        );
+        assert_eq!(t.epoch_at_seq(10).unwrap().index, 0);
+        assert_eq!(t.epoch_at_seq(11).unwrap().index, 1);
+    }
+
+    #[test]
+    fn empty_and_out_of_order_are_errors() {
+        assert_eq!(
+            Timeline::default().gen_to_hls(GenTime(0)),
+            Err(TimelineError::Empty)
+        );
+        let t = two_epochs();
+        assert!(matches!(
+            t.hls_to_utc(HlsTime(-1)),
+            Err(TimelineError::BeforeStart(_))
+        ));
+        let mut bad = t.clone();
+        assert!(
+            bad.push(epoch(2, 5, 20 * D, 20 * D, ANCHOR + 30 * D))
+                .is_err()
+        );
+        let mut zero = epoch(2, 30, 30 * D, 30 * D, ANCHOR + 40 * D);
+        zero.segment_frames = 0;
+        assert_eq!(bad.push(zero), Err(TimelineError::ZeroSegment(2)));
+    }
+
+    #[test]
+    fn next_epoch_is_sequence_aligned() {
+        let t = two_epochs();
+        assert_eq!(t.next_epoch_hls_start(20), HlsTime(20 * D));
+        assert_eq!(Timeline::default().next_epoch_hls_start(0), HlsTime::ZERO);
+        let ntsc = Epoch {
+            fps: FrameRate::new(30_000, 1_001).unwrap(),
+            ..epoch(0, 0, 0, 0, ANCHOR)
+        };
+        assert_eq!(ntsc.segment_start(3), HlsTime(3 * 90_090));
+        assert_eq!(ntsc.frame_time(1), HlsTime(3_003));
+        assert_eq!(ntsc.frame_at(HlsTime(3_002)), 0);
+        assert_eq!(ntsc.frame_at(HlsTime(3_003)), 1);
+    }
+
+    const TEN_YEARS: i64 = 10 * 366 * 86_400 * D;
+
+    proptest! {
+        #[test]
+        fn hls_utc_gen_roundtrip(hls in 0i64..TEN_YEARS) {
+            let t = two_epochs();
+            let h = HlsTime(hls);
+            let in_gap = (10 * D + D / 2..11 * D).contains(&hls);
+            prop_assume!(!in_gap);
+            prop_assert_eq!(t.utc_to_hls(t.hls_to_utc(h).unwrap()).unwrap(), h);
+            prop_assert_eq!(t.gen_to_hls(t.hls_to_gen(h).unwrap()).unwrap(), h);
+        }
+
+        #[test]
+        fn client_roundtrip_and_monotonic(a in 0i64..TEN_YEARS, b in 0i64..TEN_YEARS, join in 0u64..40) {
+            let t = two_epochs();
+            let in_gap = |x: i64| (10 * D + D / 2..11 * D).contains(&x);
+            prop_assume!(!in_gap(a) && !in_gap(b));
+            let (ha, hb) = (HlsTime(a), HlsTime(b));
+            let ca = t.hls_to_client(ha, join).unwrap();
+            prop_assert_eq!(t.client_to_hls(ca, join).unwrap(), ha);
+            let cb = t.hls_to_client(hb, join).unwrap();
+            prop_assert_eq!(a.cmp(&b), ca.cmp(&cb));
+        }
+
+        #[test]
+        fn utc_is_monotonic_in_hls(a in 0i64..TEN_YEARS, b in 0i64..TEN_YEARS) {
+            let t = two_epochs();
+            let (ua, ub) = (t.hls_to_utc(HlsTime(a)).unwrap(), t.hls_to_utc(HlsTime(b)).unwrap());
+            prop_assert!(a > b || ua <= ub);
+        }
+
+        #[test]
+        fn segment_of_time_contains_it(hls in 0i64..TEN_YEARS) {
+            let t = two_epochs();
+            let seq = t.seq_at(HlsTime(hls)).unwrap();
+            let start = t.segment_start(seq).unwrap();
+            prop_assert!(start.0 <= hls);
+            prop_assert!(hls - start.0 < D);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! hlsmark-generator (work in progress).

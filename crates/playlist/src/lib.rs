@@ -1,0 +1,1 @@
+//! hlsmark-playlist (work in progress).

@@ -1,0 +1,341 @@
+//! Markers, stream names, range queries and cursors, with the validation every backend applies.
+
+use std::fmt;
+use std::str::FromStr;
+
+use hlsmark_clock::{Duration90k, GenTime, HlsTime, Segment, UtcTime};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+
+pub const MAX_LABEL_CHARS: usize = 256;
+pub const MAX_DATA_BYTES: usize = 16 * 1024;
+pub const MAX_LIMIT: u64 = 1000;
+/// Marker times must lie within +-10,000 years of zero on every clock (keeps sums far from overflow).
+const MAX_ABS_TICKS: i64 = 10_000 * 366 * 86_400 * 90_000;
+
+/// A validated stream name: 1-64 characters of `[A-Za-z0-9_-]`, safe in keys, paths and URLs.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StreamName(String);
+
+impl StreamName {
+    pub fn new(s: &str) -> Result<Self, StoreError> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(StoreError::InvalidStream(s.chars().take(80).collect()))
+        }
+    }
+    /// The default stream of a single-source install.
+    pub fn live() -> Self {
+        Self("live".to_owned())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for StreamName {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Self, StoreError> {
+        Self::new(&s)
+    }
+}
+impl From<StreamName> for String {
+    fn from(s: StreamName) -> String {
+        s.0
+    }
+}
+impl FromStr for StreamName {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        Self::new(s)
+    }
+}
+impl fmt::Display for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// An event on the timeline, with its time on every clock that is fixed when it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    pub id: Uuid,
+    pub stream: StreamName,
+    /// Human text, 1-256 characters.
+    pub label: String,
+    /// What made it: `event` (the generator), `manual`, or any short tag of an external detector.
+    pub kind: String,
+    #[serde(rename = "gen_90k")]
+    pub gen_time: GenTime,
+    /// Media time of the first frame the event is visible on. Markers are ordered and queried by it.
+    #[serde(rename = "hls_90k")]
+    pub hls: HlsTime,
+    #[serde(rename = "utc_90k")]
+    pub utc: UtcTime,
+    #[serde(rename = "duration_90k")]
+    pub duration: Duration90k,
+    /// Free JSON of the producer, at most 16 KiB serialized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(rename = "created_at_90k")]
+    pub created_at: UtcTime,
+}
+
+impl Marker {
+    /// Checks everything a backend must refuse. Backends call this before writing.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let n = self.label.chars().count();
+        if n == 0 || n > MAX_LABEL_CHARS {
+            return Err(StoreError::LabelLength(n));
+        }
+        let kind_ok = !self.kind.is_empty()
+            && self.kind.len() <= 64
+            && self
+                .kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
+        if !kind_ok {
+            return Err(StoreError::InvalidKind(
+                self.kind.chars().take(80).collect(),
+            ));
+        }
+        if let Some(d) = &self.data {
+            let len = serde_json::to_vec(d).map(|v| v.len()).unwrap_or(usize::MAX);
+            if len > MAX_DATA_BYTES {
+                return Err(StoreError::DataTooLarge(len));
+            }
+        }
+        if self.duration.ticks() < 0 {
+            return Err(StoreError::NegativeDuration(self.duration.ticks()));
+        }
+        for (name, t) in [
+            ("gen", self.gen_time.ticks()),
+            ("hls", self.hls.ticks()),
+            ("utc", self.utc.ticks()),
+            ("duration", self.duration.ticks()),
+            ("created_at", self.created_at.ticks()),
+        ] {
+            if t.abs() > MAX_ABS_TICKS {
+                return Err(StoreError::TimeOutOfRange(format!("{name} = {t} ticks")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The position of this marker in query order.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            hls: self.hls,
+            id: self.id,
+        }
+    }
+}
+
+/// Result of an insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// The identical marker was already stored (a retried POST); nothing changed.
+    AlreadyExists,
+}
+
+/// A position in (hls, id) order: the last marker of a page. Stable under inserts and deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub hls: HlsTime,
+    pub id: Uuid,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.hls.ticks(), self.id.simple())
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        let bad = || StoreError::InvalidCursor(s.chars().take(80).collect());
+        let (hls, id) = s.split_once('.').ok_or_else(bad)?;
+        let hls: i64 = hls.parse().map_err(|_| bad())?;
+        if id.len() != 32 || hls.abs() > MAX_ABS_TICKS {
+            return Err(bad());
+        }
+        let id = Uuid::try_parse(id).map_err(|_| bad())?;
+        Ok(Self {
+            hls: HlsTime(hls),
+            id,
+        })
+    }
+}
+
+/// A validated range query: markers with `from <= hls < to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeQuery {
+    pub stream: StreamName,
+    pub from: HlsTime,
+    pub to: HlsTime,
+    pub limit: u32,
+    /// Start strictly after this position.
+    pub after: Option<Cursor>,
+}
+
+impl RangeQuery {
+    pub fn new(
+        stream: StreamName,
+        from: HlsTime,
+        to: HlsTime,
+        limit: u64,
+        after: Option<Cursor>,
+    ) -> Result<Self, StoreError> {
+        if from > to {
+            return Err(StoreError::InvertedRange {
+                from: from.ticks(),
+                to: to.ticks(),
+            });
+        }
+        for t in [from, to] {
+            if t.ticks().abs() > MAX_ABS_TICKS {
+                return Err(StoreError::TimeOutOfRange(format!("{} ticks", t.ticks())));
+            }
+        }
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(StoreError::InvalidLimit(limit));
+        }
+        let limit = u32::try_from(limit).map_err(|_| StoreError::InvalidLimit(limit))?;
+        Ok(Self {
+            stream,
+            from,
+            to,
+            limit,
+            after,
+        })
+    }
+}
+
+/// One page of a range query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub markers: Vec<Marker>,
+    /// Pass as `after` to get the next page; `None` when the range is exhausted.
+    pub next: Option<Cursor>,
+}
+
+/// What [`crate::Store::apply_retention`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments: Vec<Segment>,
+    pub markers: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker() -> Marker {
+        Marker {
+            id: Uuid::from_u128(7),
+            stream: StreamName::live(),
+            label: "goal".into(),
+            kind: "event".into(),
+            gen_time: GenTime(90_000),
+            hls: HlsTime(90_000),
+            utc: UtcTime(1_795_000_000 * 90_000),
+            duration: Duration90k(45_000),
+            data: None,
+            created_at: UtcTime(1_795_000_000 * 90_000),
+        }
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(StreamName::new("live").is_ok());
+        assert!(StreamName::new("cam-2_b").is_ok());
+        for bad in ["", "../x", "a/b", "a b", "ü", &"x".repeat(65), "a%2e"] {
+            assert!(StreamName::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn marker_validation() {
+        assert!(marker().validate().is_ok());
+        let m = Marker {
+            label: String::new(),
+            ..marker()
+        };
+        assert!(matches!(m.validate(), Err(StoreError::LabelLength(0))));
+        let m = Marker {
+            label: "é".repeat(256),
+            ..marker()
+        };
+        assert!(m.validate().is_ok(), "256 characters, not bytes");
+        let m = Marker {
+            label: "x".repeat(257),
+            ..marker()
+        };
+        assert!(matches!(m.validate(), Err(StoreError::LabelLength(257))));
+        let m = Marker {
+            data: Some(serde_json::json!({ "x": "y".repeat(17_000) })),
+            ..marker()
+        };
+        assert!(matches!(m.validate(), Err(StoreError::DataTooLarge(_))));
+        let m = Marker {
+            duration: Duration90k(-1),
+            ..marker()
+        };
+        assert!(m.validate().is_err());
+        let m = Marker {
+            hls: HlsTime(i64::MAX),
+            ..marker()
+        };
+        assert!(m.validate().is_err());
+        let m = Marker {
+            kind: "Bad Kind".into(),
+            ..marker()
+        };
+        assert!(m.validate().is_err());
+    }
+
+    #[test]
+    fn cursor_roundtrip_and_rejects() {
+        let c = marker().cursor();
+        assert_eq!(c.to_string().parse::<Cursor>().unwrap(), c);
+        let neg = Cursor {
+            hls: HlsTime(-5),
+            id: Uuid::from_u128(1),
+        };
+        assert_eq!(neg.to_string().parse::<Cursor>().unwrap(), neg);
+        for bad in [
+            "",
+            "x",
+            "1.",
+            ".abc",
+            "1.zz",
+            "99999999999999999999999.00000000000000000000000000000001",
+        ] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn range_query_validation() {
+        let s = StreamName::live();
+        assert!(RangeQuery::new(s.clone(), HlsTime(2), HlsTime(1), 10, None).is_err());
+        assert!(RangeQuery::new(s.clone(), HlsTime(1), HlsTime(1), 0, None).is_err());
+        assert!(RangeQuery::new(s.clone(), HlsTime(1), HlsTime(1), 1001, None).is_err());
+        assert!(RangeQuery::new(s, HlsTime(1), HlsTime(2), 1000, None).is_ok());
+    }
+}

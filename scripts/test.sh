@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The one test command: installs what is missing on a fresh Debian/Ubuntu machine that has only
+# Rust, then runs every gate and every test. Idempotent; quick when everything is in place.
+#
+#   ./scripts/test.sh            everything (gates, Rust tests, browser tests)
+#   HLSMARK_SKIP_BROWSER=1 ...   skip the browser suite (development only; CI never sets it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+step() { printf '\n=== %s (%ss)\n' "$*" "$SECONDS"; }
+
+# --- 1. System packages: ffmpeg, redis-server, chromium -------------------------------------------
+need_apt=()
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt+=(chromium)
+if ((${#need_apt[@]})); then
+  mapfile -t need_apt < <(printf '%s\n' "${need_apt[@]}" | sort -u)
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    step "installing ${need_apt[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "missing system packages: ${need_apt[*]}" >&2
+    echo "install them with: sudo apt-get install -y ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+
+# --- 2. Cargo tools ---------------------------------------------------------------------------------
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo-hakari >/dev/null; then
+  step "installing cargo-hakari"
+  cargo install --locked cargo-hakari
+fi
+NEXTEST=1
+command -v cargo-nextest >/dev/null || NEXTEST=0
+
+# --- 3. Front end (npm ci, build) -------------------------------------------------------------------
+if [[ -f frontend/package.json ]]; then
+  step "front end: npm ci + build"
+  (cd frontend && { [[ -d node_modules && node_modules/.package-lock.json -nt package-lock.json ]] || npm ci --no-audit --no-fund; } && npm run --silent build)
+fi
+
+# --- 4. Gates ---------------------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "hakari: generate --diff, manage-deps --dry-run, verify"
+cargo hakari generate --diff
+cargo hakari manage-deps --dry-run
+cargo hakari verify
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# --- 5. Tests ---------------------------------------------------------------------------------------
+step "Rust tests (unit, integration with real ffmpeg / redis-server)"
+cargo build --workspace --locked --bins
+if ((NEXTEST)); then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+if [[ -z "${HLSMARK_SKIP_BROWSER:-}" && -f frontend/package.json ]] && grep -q '"test:browser"' frontend/package.json; then
+  step "browser tests (Playwright + Debian chromium)"
+  (cd frontend && npm run --silent test:browser)
+fi
+step "all tests passed"
