@@ -36,6 +36,10 @@ if ! command -v cargo-hakari >/dev/null; then
   step "installing cargo-hakari"
   cargo install --locked cargo-hakari
 fi
+if ! command -v just >/dev/null; then
+  step "installing just"
+  cargo install --locked just
+fi
 NEXTEST=1
 command -v cargo-nextest >/dev/null || NEXTEST=0
 
