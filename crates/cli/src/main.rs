@@ -3,6 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+// Shared flags (--stream, --data-dir, --store, --store-prefix) live in common.rs: flatten
+// `common::StoreArgs` into a subcommand's Args instead of redefining them.
+mod common;
 mod generate;
 mod serve;
 

@@ -1,0 +1,33 @@
+//! Flags shared by `generate`, `serve` and `run`: where the store and the segments are, and which
+//! stream. Each subcommand flattens [`StoreArgs`] so a flag means the same thing everywhere.
+
+use std::path::PathBuf;
+
+#[allow(dead_code)] // flattened by the subcommands as they adopt it
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Stream name (1-64 of a-z A-Z 0-9 _ -).
+    #[arg(long, env = "HLSMARK_STREAM", default_value = "live")]
+    pub stream: String,
+    /// Directory for segments (`<data-dir>/hls/<stream>/`) and the embedded store.
+    #[arg(long, env = "HLSMARK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Store: `redis://host:port/` for Redis, or a file path for the embedded store
+    /// [default: <data-dir>/hlsmark.redb].
+    #[arg(long, env = "HLSMARK_STORE")]
+    pub store: Option<String>,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "HLSMARK_STORE_PREFIX", default_value = "hlsmark")]
+    pub store_prefix: String,
+}
+
+#[allow(dead_code)]
+impl StoreArgs {
+    /// The store spec, with the embedded default under the data dir.
+    pub fn store_spec(&self) -> String {
+        match &self.store {
+            Some(s) if !s.trim().is_empty() => s.trim().to_owned(),
+            _ => self.data_dir.join("hlsmark.redb").to_string_lossy().into_owned(),
+        }
+    }
+}
