@@ -3,6 +3,8 @@
 //!
 //! Only test code depends on this crate.
 
+pub mod http;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
