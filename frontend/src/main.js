@@ -1,0 +1,577 @@
+// The hlsmark player page: live HLS (video.js 8 + VHS) with event markers on the seek bar and in a
+// table, live marker push over SSE, and archived markers played from a time-range VOD playlist.
+// How a marker's HLS time becomes the player's currentTime is explained in design/frontend.md.
+
+import videojs from 'video.js';
+import 'video.js/dist/video-js.css';
+import './style.css';
+
+import { fetchMarkers, fetchTimeline, liveUrl, openMarkerFeed, vodUrl } from './api.js';
+import {
+  Timeline, formatBehind, formatUtc, secsToTicks, seekTargetSecs, ticksToSecs,
+} from './clock.js';
+
+const HLS_TYPE = 'application/x-mpegURL';
+/** Seconds of archive played around an archived marker. */
+const VOD_BEFORE = 10;
+const VOD_AFTER = 10;
+/** How long a new row stays highlighted. */
+const NEW_ROW_MS = 8000;
+
+const $ = (id) => document.getElementById(id);
+
+const stream = (new URLSearchParams(location.search).get('stream') || 'live').trim() || 'live';
+$('stream-name').textContent = stream;
+document.title = `hlsmark: ${stream}`;
+
+const state = {
+  stream,
+  /** 'live' or 'archive' (a VOD playlist around an archived marker). */
+  mode: 'live',
+  vod: null,
+  timeline: null,
+  retainedStart: 0,
+  /** HLS tick at which the player's currentTime is 0, per epoch index (measured from VHS). */
+  zeros: new Map(),
+  /** Zero taken from the playlist before any segment is buffered (VHS's own rule). */
+  zeroGuess: null,
+  /** Media sequence of the segment at currentTime 0, when that is a segment boundary. */
+  joinSeq: null,
+  /** First sequence of the live window and where the live edge was, for "behind live". */
+  liveFirstSeq: null,
+  liveEdgeHls: null,
+  liveEdgeAt: 0,
+  feed: 'connecting',
+  lastSeek: null,
+  ready: false,
+  errors: [],
+};
+
+/** Every marker we know, by id. */
+const markers = new Map();
+
+// --- player -------------------------------------------------------------------------------------
+
+const player = videojs('player', {
+  liveui: true,
+  muted: true,
+  autoplay: 'muted',
+  controls: true,
+  fluid: true,
+  aspectRatio: '16:9',
+  preload: 'auto',
+  playbackRates: [],
+  liveTracker: { trackingThreshold: 0, liveTolerance: 3 },
+  html5: {
+    // Always VHS over MSE (Chromium now has native HLS too): the clock mapping below reads VHS's
+    // segment timing, and every browser then behaves the same.
+    vhs: { overrideNative: true, useDtsForTimestampOffset: false },
+    nativeAudioTracks: false,
+    nativeVideoTracks: false,
+  },
+});
+player.src({ src: liveUrl(stream), type: HLS_TYPE });
+
+function vhs() {
+  try {
+    return player.tech(true)?.vhs ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function currentPlaylist() {
+  const v = vhs();
+  try {
+    return v?.playlists?.media?.() ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Reads VHS's placement of every buffered segment (segment.start is where the segment's first frame
+ * sits on the player's clock; VHS derives it from the same timestampOffset it gives the
+ * SourceBuffer) and turns it into "HLS tick at currentTime 0" for that segment's epoch.
+ */
+function measure() {
+  const pl = currentPlaylist();
+  const tl = state.timeline;
+  if (!pl || !tl || !pl.segments) return;
+  const lastTimeline = pl.segments.length ? pl.segments[pl.segments.length - 1].timeline : 0;
+  if (Number.isFinite(lastTimeline) && lastTimeline > tl.epochs[tl.epochs.length - 1].index) {
+    refreshTimeline(); // an encoder restart we have not heard of yet
+  }
+  if (state.mode === 'live' && !pl.endList) {
+    const firstSeq = pl.mediaSequence ?? 0;
+    const edgeSeq = firstSeq + pl.segments.length;
+    const edge = tl.segmentStart(edgeSeq);
+    if (state.liveFirstSeq !== firstSeq || state.liveEdgeHls !== edge) {
+      state.liveFirstSeq = firstSeq;
+      state.liveEdgeHls = edge;
+      state.liveEdgeAt = performance.now();
+    }
+  }
+  if (state.zeroGuess === null) state.zeroGuess = tl.segmentStart(pl.mediaSequence ?? 0);
+  for (let i = 0; i < pl.segments.length; i++) {
+    const seg = pl.segments[i];
+    if (typeof seg.start !== 'number' || typeof seg.end !== 'number') continue;
+    const seq = (pl.mediaSequence ?? 0) + i;
+    const epoch = tl.epochAtSeq(seq);
+    const zero = tl.clientToHls(-secsToTicks(seg.start), tl.segmentStart(seq));
+    state.zeros.set(epoch.index, zero);
+  }
+  const any = zeroFor(null);
+  state.joinSeq = any === null ? null : tl.joinSeqOf(any);
+}
+
+/** The zero of `epoch` (or of the latest measured epoch, or the playlist's guess). */
+function zeroFor(epoch) {
+  if (epoch && state.zeros.has(epoch.index)) return state.zeros.get(epoch.index);
+  let best = null;
+  for (const [index, zero] of state.zeros) {
+    if (best === null || index > best[0]) best = [index, zero];
+  }
+  return best ? best[1] : state.zeroGuess;
+}
+
+/** Marker (or raw HLS ticks) -> CLIENT ticks on the current source, or null if not known yet. */
+function clientOfHls(hls) {
+  const tl = state.timeline;
+  if (!tl) return null;
+  const zero = zeroFor(tl.epochAtHls(hls));
+  return zero === null ? null : tl.hlsToClient(hls, zero);
+}
+
+function markerHls(m) {
+  return Number.isFinite(m.hls_90k) ? m.hls_90k : secsToTicks(m.hls);
+}
+
+/** HLS tick of the live edge now (extrapolated with the wall clock between playlist refreshes). */
+function liveEdgeNow() {
+  if (state.liveEdgeHls === null) return null;
+  return state.liveEdgeHls + secsToTicks((performance.now() - state.liveEdgeAt) / 1000);
+}
+
+/** A marker is archived once its segment has slid out of the live playlist. */
+function isArchived(m) {
+  const tl = state.timeline;
+  if (!tl || state.liveFirstSeq === null) return false;
+  let first = state.liveFirstSeq;
+  if (state.mode !== 'live') {
+    // Not loading the live playlist now: the window moved on with the wall clock.
+    const elapsed = secsToTicks((performance.now() - state.liveEdgeAt) / 1000);
+    first = tl.seqAt(tl.segmentStart(first) + elapsed);
+  }
+  return markerHls(m) < tl.segmentStart(first);
+}
+
+function frameTicks() {
+  return state.timeline ? state.timeline.frameTicks() : 3000;
+}
+
+function waitFor(target, event, timeoutMs) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      target.off(event, done);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      target.off(event, done);
+      resolve(false);
+    }, timeoutMs);
+    target.on(event, done);
+  });
+}
+
+/** Resolves once the frame at the new position has been handed to the compositor. */
+function framePresented(timeoutMs = 1000) {
+  const video = player.tech(true)?.el();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    if (video && typeof video.requestVideoFrameCallback === 'function') {
+      video.requestVideoFrameCallback(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    } else {
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        clearTimeout(timer);
+        resolve(true);
+      }));
+    }
+  });
+}
+
+/**
+ * Shows the frame at HLS tick `hls` and pauses there. Resolves with what was done, for the UI and
+ * the test hook.
+ */
+async function seekToHls(hls, { pause = true } = {}) {
+  const client = clientOfHls(hls);
+  if (client === null) throw new Error('the stream has not started playing yet');
+  const target = seekTargetSecs(client, frameTicks());
+  if (pause) player.pause();
+  const seeked = waitFor(player, 'seeked', 8000);
+  player.currentTime(target);
+  await seeked;
+  // If VHS had to load a segment of an epoch it had not seen, its placement is known only now.
+  measure();
+  const refined = seekTargetSecs(clientOfHls(hls), frameTicks());
+  if (Math.abs(refined - player.currentTime()) > 1e-3) {
+    const again = waitFor(player, 'seeked', 8000);
+    player.currentTime(refined);
+    await again;
+  }
+  const presented = player.paused() ? framePresented() : Promise.resolve(true);
+  await presented;
+  state.lastSeek = { hls_90k: hls, client: ticksToSecs(clientOfHls(hls)), target: player.currentTime(), mode: state.mode };
+  return state.lastSeek;
+}
+
+async function loadSource(src) {
+  state.zeros.clear();
+  state.zeroGuess = null;
+  const loaded = waitFor(player, 'loadedmetadata', 15000);
+  player.src({ src, type: HLS_TYPE });
+  if (!(await loaded)) throw new Error('the stream did not load');
+  measure();
+}
+
+/** Clicked marker: seek within the live window, or play the archive around it. */
+async function seekToMarker(id) {
+  const m = markers.get(id);
+  if (!m) throw new Error(`no marker ${id}`);
+  const hls = markerHls(m);
+  showError(null);
+  try {
+    if (isArchived(m)) {
+      const from = Math.max(state.retainedStart, ticksToSecs(hls) - VOD_BEFORE);
+      const to = ticksToSecs(hls) + VOD_AFTER;
+      state.mode = 'archive';
+      state.vod = { from, to, marker: id };
+      await loadSource(vodUrl(stream, from, to));
+    } else if (state.mode !== 'live') {
+      await backToLive({ play: false });
+    }
+    const r = await seekToHls(hls);
+    setSelected(id);
+    updatePosition();
+    return { ...r, id };
+  } catch (err) {
+    showError(`Could not go to marker "${m.label}": ${err.message}`);
+    throw err;
+  }
+}
+
+async function backToLive({ play = true } = {}) {
+  if (state.mode !== 'live') {
+    state.mode = 'live';
+    state.vod = null;
+    await loadSource(liveUrl(stream));
+  }
+  if (play) {
+    player.liveTracker?.seekToLiveEdge();
+    await player.play()?.catch(() => {});
+  }
+  setSelected(null);
+  updatePosition();
+}
+
+// --- markers: bar and table -----------------------------------------------------------------------
+
+const seekBar = player.getChild('ControlBar')?.getChild('ProgressControl')?.getChild('SeekBar');
+const barLayer = document.createElement('div');
+barLayer.className = 'hm-bar-markers';
+seekBar?.el().appendChild(barLayer);
+const barEls = new Map();
+const rowEls = new Map();
+const tbody = $('markers').tBodies[0];
+
+function describe(m) {
+  return `${m.label} at ${formatUtc(m.utc)} UTC`;
+}
+
+function stopForSeekBar(el) {
+  // The seek bar scrubs on mousedown/touchstart and toggles play on Enter: keep those to ourselves.
+  for (const ev of ['mousedown', 'touchstart', 'pointerdown', 'keydown', 'keyup', 'click']) {
+    el.addEventListener(ev, (e) => e.stopPropagation());
+  }
+}
+
+function barMarker(m) {
+  let el = barEls.get(m.id);
+  if (!el) {
+    el = document.createElement('button');
+    el.type = 'button';
+    el.className = 'hm-bar-marker';
+    el.dataset.id = m.id;
+    el.setAttribute('aria-label', `Go to marker ${describe(m)}`);
+    el.title = `${m.label} (${formatUtc(m.utc)})`;
+    stopForSeekBar(el);
+    el.addEventListener('click', () => { seekToMarker(m.id).catch(() => {}); });
+    barLayer.appendChild(el);
+    barEls.set(m.id, el);
+  }
+  return el;
+}
+
+/** Percent along the seek bar for client seconds `t`, with the seek bar's own formula. */
+function barPercent(t) {
+  const lt = player.liveTracker;
+  if (state.mode === 'live' && lt && lt.isLive()) {
+    const win = lt.liveWindow();
+    if (!(win > 0)) return null;
+    return ((t - lt.seekableStart()) / win) * 100;
+  }
+  const d = player.duration();
+  return Number.isFinite(d) && d > 0 ? (t / d) * 100 : null;
+}
+
+function renderBar() {
+  for (const m of markers.values()) {
+    const client = clientOfHls(markerHls(m));
+    const pct = client === null ? null : barPercent(ticksToSecs(client));
+    const visible = pct !== null && pct >= -0.01 && (state.mode !== 'live' || !isArchived(m));
+    if (!visible) {
+      const el = barEls.get(m.id);
+      if (el) el.hidden = true;
+      continue;
+    }
+    const el = barMarker(m);
+    el.hidden = false;
+    el.style.left = `${Math.min(100, Math.max(0, pct)).toFixed(3)}%`;
+    el.classList.toggle('hm-new', rowEls.get(m.id)?.classList.contains('hm-new') ?? false);
+    el.classList.toggle('hm-selected', state.lastSeekId === m.id);
+  }
+}
+
+function sortedMarkers() {
+  return [...markers.values()].sort((a, b) => markerHls(b) - markerHls(a) || String(a.id).localeCompare(b.id));
+}
+
+function makeRow(m) {
+  const tr = document.createElement('tr');
+  tr.tabIndex = 0;
+  tr.dataset.id = m.id;
+  tr.className = 'hm-row';
+  tr.setAttribute('aria-label', `Go to marker ${describe(m)}`);
+  const utc = document.createElement('td');
+  utc.className = 'hm-utc';
+  const time = document.createElement('time');
+  time.dateTime = m.utc;
+  time.textContent = formatUtc(m.utc);
+  utc.appendChild(time);
+  const behind = document.createElement('td');
+  behind.className = 'hm-behind';
+  const label = document.createElement('td');
+  label.className = 'hm-label';
+  label.textContent = m.label;
+  if (m.kind) {
+    const kind = document.createElement('span');
+    kind.className = 'hm-badge';
+    kind.textContent = m.kind;
+    label.append(' ', kind);
+  }
+  const archived = document.createElement('span');
+  archived.className = 'hm-badge hm-badge-archived';
+  archived.textContent = 'archived';
+  archived.hidden = true;
+  label.append(' ', archived);
+  tr.append(utc, behind, label);
+  const go = () => { seekToMarker(m.id).catch(() => {}); };
+  tr.addEventListener('click', go);
+  tr.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' || e.key === ' ') {
+      e.preventDefault();
+      go();
+    }
+  });
+  return tr;
+}
+
+function renderTable() {
+  const order = sortedMarkers();
+  let prev = null;
+  for (const m of order) {
+    let tr = rowEls.get(m.id);
+    if (!tr) {
+      tr = makeRow(m);
+      rowEls.set(m.id, tr);
+    }
+    const want = prev ? prev.nextSibling : tbody.firstChild;
+    if (want !== tr) tbody.insertBefore(tr, want);
+    prev = tr;
+  }
+  $('no-markers').hidden = order.length > 0;
+  $('marker-count').textContent = order.length ? `(${order.length})` : '';
+  updateRows();
+}
+
+function updateRows() {
+  const edge = liveEdgeNow();
+  for (const [id, tr] of rowEls) {
+    const m = markers.get(id);
+    const archived = isArchived(m);
+    tr.classList.toggle('hm-archived', archived);
+    tr.querySelector('.hm-badge-archived').hidden = !archived;
+    const behind = edge === null ? '' : formatBehind(ticksToSecs(edge - markerHls(m)));
+    const cell = tr.cells[1];
+    if (cell.textContent !== behind) cell.textContent = behind;
+  }
+}
+
+function setSelected(id) {
+  state.lastSeekId = id;
+  for (const [rid, tr] of rowEls) tr.classList.toggle('hm-selected', rid === id);
+  renderBar();
+}
+
+function addMarker(m, { fresh = false } = {}) {
+  if (!m || !m.id || (m.stream && m.stream !== stream)) return;
+  const known = markers.has(m.id);
+  markers.set(m.id, m);
+  if (known) {
+    rowEls.get(m.id)?.remove();
+    rowEls.delete(m.id);
+    barEls.get(m.id)?.remove();
+    barEls.delete(m.id);
+  }
+  if (known) {
+    renderTable();
+    renderBar();
+  } else if (fresh) {
+    renderTable();
+    const tr = rowEls.get(m.id);
+    tr?.classList.add('hm-new');
+    setTimeout(() => tr?.classList.remove('hm-new'), NEW_ROW_MS);
+    $('announce').textContent = `New marker: ${m.label}`;
+    renderBar();
+  }
+}
+
+// --- status line ----------------------------------------------------------------------------------
+
+function showError(text) {
+  const el = $('error');
+  el.hidden = !text;
+  el.textContent = text ?? '';
+}
+
+const goLiveBtn = $('go-live');
+goLiveBtn.addEventListener('click', () => { backToLive().catch((e) => showError(e.message)); });
+
+function behindLiveSecs() {
+  const lt = player.liveTracker;
+  if (state.mode !== 'live' || !lt || !lt.isLive()) return null;
+  const lct = lt.liveCurrentTime();
+  if (!Number.isFinite(lct)) return null;
+  return Math.max(0, lct - player.currentTime());
+}
+
+function updatePosition() {
+  const pos = $('position');
+  if (state.mode === 'archive') {
+    const m = markers.get(state.vod?.marker);
+    pos.textContent = `Archive around "${m?.label ?? ''}" (${formatUtc(m?.utc)} UTC)`;
+    goLiveBtn.hidden = false;
+    goLiveBtn.textContent = 'Back to live';
+    goLiveBtn.setAttribute('aria-label', 'Leave the archive and go back to live');
+    return;
+  }
+  const behind = behindLiveSecs();
+  goLiveBtn.textContent = 'Go live \u25B6\u25B6';
+  goLiveBtn.setAttribute('aria-label', 'Go to the live edge');
+  const threshold = Math.max(2.5, 2 * ticksToSecs(state.timeline?.segmentTicks ?? 90000));
+  const atEdge = behind !== null && behind <= threshold && !player.paused();
+  goLiveBtn.hidden = atEdge || behind === null;
+  if (behind === null) pos.textContent = 'Live: loading...';
+  else if (atEdge) pos.textContent = 'Live';
+  else pos.textContent = `${player.paused() ? 'Paused, ' : ''}${formatBehind(behind)} behind live`;
+}
+
+function setFeed(s) {
+  state.feed = s;
+  const text = { open: 'marker feed: live', reconnecting: 'marker feed: reconnecting...', closed: 'marker feed: closed' }[s] ?? s;
+  $('feed-status').textContent = text;
+  $('feed-status').dataset.state = s;
+}
+
+// --- start-up -------------------------------------------------------------------------------------
+
+let timelineRefresh = null;
+function refreshTimeline() {
+  if (timelineRefresh) return timelineRefresh;
+  timelineRefresh = fetchTimeline(stream)
+    .then((json) => {
+      state.timeline = new Timeline(json);
+      state.retainedStart = Number(json.retained?.start ?? 0);
+      state.timelineJson = json;
+    })
+    .catch((err) => showError(`Timeline unavailable: ${err.message}`))
+    .finally(() => { timelineRefresh = null; });
+  return timelineRefresh;
+}
+
+let feedSeenOpen = false;
+async function start() {
+  // Feed first, then the history: a marker created in between arrives through one or the other
+  // (ids de-duplicate).
+  openMarkerFeed(stream, {
+    onMarker: (m) => addMarker(m, { fresh: true }),
+    onState: (s) => {
+      setFeed(s);
+      if (s === 'open' && feedSeenOpen) loadHistory(); // catch up after a reconnect
+      if (s === 'open') feedSeenOpen = true;
+    },
+  });
+  await refreshTimeline();
+  await loadHistory();
+  state.ready = true;
+}
+
+async function loadHistory() {
+  const tl = state.timelineJson;
+  const to = Number(tl?.live_edge ?? 0) + 3600;
+  try {
+    const list = await fetchMarkers(stream, Math.max(0, state.retainedStart), to);
+    for (const m of list) addMarker(m);
+    renderTable();
+    renderBar();
+  } catch (err) {
+    showError(`Markers unavailable: ${err.message}`);
+  }
+}
+
+player.on(['timeupdate', 'progress', 'loadedmetadata', 'seeked'], measure);
+player.on(['play', 'pause', 'seeked', 'timeupdate'], updatePosition);
+player.on('error', () => {
+  const e = player.error();
+  state.errors.push(e?.message ?? String(e?.code));
+});
+setInterval(() => {
+  measure();
+  renderBar();
+  updateRows();
+  updatePosition();
+}, 250);
+
+start();
+
+// --- test and debugging hook ----------------------------------------------------------------------
+
+window.hlsmark = {
+  player,
+  state,
+  markers,
+  seekToMarker,
+  seekToHls,
+  backToLive,
+  clientOf: (m) => {
+    const c = clientOfHls(typeof m === 'object' ? markerHls(m) : m);
+    return c === null ? null : ticksToSecs(c);
+  },
+  isArchived: (id) => isArchived(markers.get(id)),
+  frameTicks,
+};
