@@ -6,8 +6,10 @@
 //! knows marker times only as numbers on the clocks of `hlsmark-clock`; it knows nothing of HLS
 //! playlists, HTTP or ffmpeg.
 
+pub mod embedded;
 mod error;
 mod model;
+pub mod redis;
 
 pub use error::{ErrorKind, StoreError};
 pub use model::{
@@ -15,15 +17,36 @@ pub use model::{
     RetentionReport, StreamName,
 };
 
+use std::path::Path;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use hlsmark_clock::{Epoch, HlsTime, Segment, SeqNo};
 use uuid::Uuid;
+
+pub use embedded::EmbeddedStore;
+pub use redis::RedisStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Receiver of markers inserted by anyone (any process, for the Redis backend) after subscribing.
 /// A slow receiver sees `RecvError::Lagged` and should re-query the range it missed.
 pub type MarkerFeed = tokio::sync::broadcast::Receiver<Marker>;
+
+/// Opens the store named by `spec`: a `redis://` (or `rediss://`, `redis+unix://`) URL selects the
+/// shared Redis backend with every key under `{prefix}:`; anything else is the path of the
+/// embedded redb file (parent directories are created; `prefix` is not used there, the file is
+/// the namespace). Opening the same file twice in one process returns the same handle.
+pub async fn open(spec: &str, prefix: &str) -> Result<Arc<dyn Store>> {
+    let is_redis = ["redis://", "rediss://", "redis+unix://"]
+        .iter()
+        .any(|scheme| spec.starts_with(scheme));
+    if is_redis {
+        Ok(Arc::new(RedisStore::connect(spec, prefix).await?))
+    } else {
+        Ok(EmbeddedStore::open(Path::new(spec)).await?)
+    }
+}
 
 /// What every backend provides. All methods are cancel-safe and never block the async runtime for
 /// long; a backend that cannot be reached answers [`ErrorKind::Unavailable`] within a second.
@@ -34,6 +57,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The marker is validated first ([`Marker::validate`]).
     async fn insert_marker(&self, marker: &Marker) -> Result<InsertOutcome>;
 
+    /// Inserts many markers with the semantics of [`Store::insert_marker`] for each, batched by the
+    /// backend (one transaction or one pipeline per chunk). All are validated before any is
+    /// written; a conflict fails the call (markers of earlier chunks stay written).
+    async fn insert_markers(&self, markers: &[Marker]) -> Result<Vec<InsertOutcome>> {
+        let mut out = Vec::with_capacity(markers.len());
+        for m in markers {
+            out.push(self.insert_marker(m).await?);
+        }
+        Ok(out)
+    }
+
     /// The marker with this id in this stream, if any.
     async fn get_marker(&self, stream: &StreamName, id: Uuid) -> Result<Option<Marker>>;
 
@@ -41,19 +75,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_marker(&self, stream: &StreamName, id: Uuid) -> Result<bool>;
 
     /// Markers with `from <= hls < to`, ordered by (hls, id), at most `limit`, after the cursor.
-    /// `Page::next` is set when more markers may follow. Unknown stream -> `UnknownStream`.
+    /// `Page::next` is set when more markers may follow. Unknown stream -> `UnknownStream`; a
+    /// cursor outside `[from, to)` cannot come from this range -> `InvalidCursor`.
     async fn query_markers(&self, query: &RangeQuery) -> Result<Page>;
 
-    /// Number of markers in the stream.
+    /// Number of markers in the stream (O(1)). Unknown stream -> `UnknownStream`.
     async fn count_markers(&self, stream: &StreamName) -> Result<u64>;
 
     /// Live feed of markers inserted from now on (all streams; filter by `Marker::stream`).
     async fn subscribe_markers(&self) -> Result<MarkerFeed>;
 
-    /// Publishes a finished segment. Idempotent by `seq` (the same record again is a no-op).
+    /// Publishes a finished segment. Idempotent by `seq` (the same record again is a no-op; a
+    /// different record with the same `seq` replaces it).
     async fn append_segment(&self, stream: &StreamName, segment: &Segment) -> Result<()>;
 
-    /// The newest `n` segments, oldest first (the live window).
+    /// The newest `n` segments, oldest first (the live window). Empty for an unknown stream.
     async fn last_segments(&self, stream: &StreamName, n: usize) -> Result<Vec<Segment>>;
 
     /// Segments overlapping media time `[from, to)`, oldest first, at most `limit`.
@@ -71,7 +107,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Inserts or replaces an epoch by its index (the generator closes an epoch by setting `hls_end`).
     async fn put_epoch(&self, stream: &StreamName, epoch: &Epoch) -> Result<()>;
 
-    /// All epochs of the stream, by index (epochs are tiny and few; they are never dropped while
+    /// All epochs of the stream, by index, empty for an unknown stream (epochs are tiny and few; they are never dropped while
     /// a segment of theirs is retained).
     async fn epochs(&self, stream: &StreamName) -> Result<Vec<Epoch>>;
 

@@ -135,6 +135,15 @@ impl Marker {
         Ok(())
     }
 
+    /// Whether `other` is the same marker for idempotency: every field but `created_at` (a
+    /// retried POST stamps a new creation time but is still the same marker).
+    pub fn same_content(&self, other: &Marker) -> bool {
+        Marker {
+            created_at: other.created_at,
+            ..self.clone()
+        } == *other
+    }
+
     /// The position of this marker in query order.
     pub fn cursor(&self) -> Cursor {
         Cursor {

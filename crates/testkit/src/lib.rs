@@ -26,7 +26,9 @@ pub fn require_program(name: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("`{name}` is not installed; run ./scripts/test.sh (it installs it) or `apt-get install {name}`");
+    panic!(
+        "`{name}` is not installed; run ./scripts/test.sh (it installs it) or `apt-get install {name}`"
+    );
 }
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
@@ -61,7 +63,12 @@ impl RedisServer {
     pub fn start_with(appendonly: bool) -> Self {
         require_program("redis-server");
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut s = Self { child: None, port: free_port(), appendonly, dir };
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            appendonly,
+            dir,
+        };
         s.spawn();
         s
     }
@@ -87,7 +94,11 @@ impl RedisServer {
         }
         let child = cmd.spawn().expect("spawn redis-server");
         self.child = Some(child);
-        assert!(wait_for_port(self.port, Duration::from_secs(10)), "redis-server did not start on port {}", self.port);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "redis-server did not start on port {}",
+            self.port
+        );
     }
 
     pub fn port(&self) -> u16 {
