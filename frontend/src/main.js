@@ -204,6 +204,14 @@ function framePresented(timeoutMs = 1000) {
   });
 }
 
+function isBuffered(t, margin = 0.05) {
+  const b = player.buffered();
+  for (let i = 0; i < b.length; i++) {
+    if (b.start(i) <= t - margin && t + margin <= b.end(i)) return true;
+  }
+  return false;
+}
+
 /**
  * Shows the frame at HLS tick `hls` and pauses there. Resolves with what was done, for the UI and
  * the test hook.
@@ -213,6 +221,17 @@ async function seekToHls(hls, { pause = true } = {}) {
   if (client === null) throw new Error('the stream has not started playing yet');
   const target = seekTargetSecs(client, frameTicks());
   if (pause) player.pause();
+  if (!isBuffered(target)) {
+    // VHS treats a time within 1/30 s of buffered media as buffered and would not fetch the
+    // segment holding a frame just before a buffered range (it would show the range's first frame
+    // instead). Seeking to the middle of the frame's own segment first makes it load that segment.
+    const tl = state.timeline;
+    const seq = tl.seqAt(hls);
+    const mid = clientOfHls(tl.segmentStart(seq) + tl.epochAtSeq(seq).seg / 2);
+    const pre = waitFor(player, 'seeked', 8000);
+    player.currentTime(ticksToSecs(mid));
+    await pre;
+  }
   const seeked = waitFor(player, 'seeked', 8000);
   player.currentTime(target);
   await seeked;
@@ -361,7 +380,8 @@ function makeRow(m) {
   utc.className = 'hm-utc';
   const time = document.createElement('time');
   time.dateTime = m.utc;
-  time.textContent = formatUtc(m.utc);
+  time.textContent = formatUtc(m.utc).slice(11);
+  time.title = `${formatUtc(m.utc)} UTC`;
   utc.appendChild(time);
   const behind = document.createElement('td');
   behind.className = 'hm-behind';
@@ -462,12 +482,21 @@ function showError(text) {
 const goLiveBtn = $('go-live');
 goLiveBtn.addEventListener('click', () => { backToLive().catch((e) => showError(e.message)); });
 
-function behindLiveSecs() {
+/** How far behind the live player's point the position is (video.js's live tracker). */
+function behindLivePointSecs() {
   const lt = player.liveTracker;
   if (state.mode !== 'live' || !lt || !lt.isLive()) return null;
   const lct = lt.liveCurrentTime();
   if (!Number.isFinite(lct)) return null;
   return Math.max(0, lct - player.currentTime());
+}
+
+/** HLS ticks of the frame on screen. */
+function hlsNow() {
+  const tl = state.timeline;
+  const zero = zeroFor(null);
+  if (!tl || zero === null) return null;
+  return tl.clientToHls(secsToTicks(player.currentTime()), zero);
 }
 
 function updatePosition() {
@@ -480,15 +509,19 @@ function updatePosition() {
     goLiveBtn.setAttribute('aria-label', 'Leave the archive and go back to live');
     return;
   }
-  const behind = behindLiveSecs();
+  const behindPoint = behindLivePointSecs();
   goLiveBtn.textContent = 'Go live \u25B6\u25B6';
   goLiveBtn.setAttribute('aria-label', 'Go to the live edge');
   const threshold = Math.max(2.5, 2 * ticksToSecs(state.timeline?.segmentTicks ?? 90000));
-  const atEdge = behind !== null && behind <= threshold && !player.paused();
-  goLiveBtn.hidden = atEdge || behind === null;
-  if (behind === null) pos.textContent = 'Live: loading...';
-  else if (atEdge) pos.textContent = 'Live';
-  else pos.textContent = `${player.paused() ? 'Paused, ' : ''}${formatBehind(behind)} behind live`;
+  const atEdge = behindPoint !== null && behindPoint <= threshold && !player.paused();
+  goLiveBtn.hidden = atEdge || behindPoint === null;
+  // Behind live as in the table: newest media in the playlist minus the frame on screen.
+  const edge = liveEdgeNow();
+  const now = hlsNow();
+  const behind = edge !== null && now !== null ? formatBehind(ticksToSecs(edge - now)) : null;
+  if (behindPoint === null) pos.textContent = 'Live: loading...';
+  else if (atEdge) pos.textContent = behind ? `Live (${behind} behind the newest frame)` : 'Live';
+  else pos.textContent = `${player.paused() ? 'Paused, ' : ''}${behind ?? formatBehind(behindPoint)} behind live`;
 }
 
 function setFeed(s) {
@@ -573,5 +606,7 @@ window.hlsmark = {
     return c === null ? null : ticksToSecs(c);
   },
   isArchived: (id) => isArchived(markers.get(id)),
+  /** HLS ticks of the frame on screen now (what a viewer would mark). */
+  hlsNow,
   frameTicks,
 };
