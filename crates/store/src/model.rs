@@ -128,7 +128,7 @@ impl Marker {
             ("duration", self.duration.ticks()),
             ("created_at", self.created_at.ticks()),
         ] {
-            if t.abs() > MAX_ABS_TICKS {
+            if t.unsigned_abs() > MAX_ABS_TICKS.unsigned_abs() {
                 return Err(StoreError::TimeOutOfRange(format!("{name} = {t} ticks")));
             }
         }
@@ -180,7 +180,7 @@ impl FromStr for Cursor {
         let bad = || StoreError::InvalidCursor(s.chars().take(80).collect());
         let (hls, id) = s.split_once('.').ok_or_else(bad)?;
         let hls: i64 = hls.parse().map_err(|_| bad())?;
-        if id.len() != 32 || hls.abs() > MAX_ABS_TICKS {
+        if id.len() != 32 || hls.unsigned_abs() > MAX_ABS_TICKS.unsigned_abs() {
             return Err(bad());
         }
         let id = Uuid::try_parse(id).map_err(|_| bad())?;
@@ -217,7 +217,7 @@ impl RangeQuery {
             });
         }
         for t in [from, to] {
-            if t.ticks().abs() > MAX_ABS_TICKS {
+            if t.ticks().unsigned_abs() > MAX_ABS_TICKS.unsigned_abs() {
                 return Err(StoreError::TimeOutOfRange(format!("{} ticks", t.ticks())));
             }
         }
@@ -337,6 +337,19 @@ mod tests {
         ] {
             assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn most_negative_time_is_an_error_not_an_overflow() {
+        let m = Marker {
+            hls: HlsTime(i64::MIN),
+            ..marker()
+        };
+        assert!(matches!(m.validate(), Err(StoreError::TimeOutOfRange(_))));
+        let c = format!("{}.{}", i64::MIN, Uuid::from_u128(1).simple());
+        assert!(c.parse::<Cursor>().is_err());
+        let q = RangeQuery::new(StreamName::live(), HlsTime(i64::MIN), HlsTime(0), 10, None);
+        assert!(matches!(q, Err(StoreError::TimeOutOfRange(_))));
     }
 
     #[test]
