@@ -1,1 +1,241 @@
-//! hlsmark-api (work in progress).
+//! The hlsmark HTTP API (actix-web): live and VOD playlists rendered from the store's segment
+//! index, segment and init files, markers in every clock (query, create, delete, live SSE), the
+//! timeline, health, metrics, the OpenAPI document and the player page.
+//!
+//! Stateless apart from caches: several servers can share one store and one segment directory.
+//! [`Api::bind`] + [`Api::run_until`] (or [`serve`]) run it in-process, so `hlsmark run` can host
+//! it next to the generator on the same `Arc<dyn Store>`.
+
+mod config;
+mod error;
+mod files;
+mod metrics;
+mod openapi;
+mod routes;
+mod state;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Service as _;
+use actix_web::middleware::{Condition, ErrorHandlers};
+use actix_web::{App, HttpServer, web};
+use futures_util::FutureExt as _;
+use hlsmark_store::Store;
+
+pub use config::{ApiConfig, ConfigError};
+pub use error::{ApiError, error_body};
+pub use state::AppState;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Server(#[source] std::io::Error),
+}
+
+/// Registers every route (used by the server and usable with `actix_web::test`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use routes::{hls, markers, meta};
+    cfg.service(web::resource("/").route(web::get().to(meta::index)))
+        .service(
+            web::resource("/hls/{stream}/index.m3u8")
+                .route(web::get().to(hls::live_playlist))
+                .route(web::head().to(hls::live_playlist)),
+        )
+        .service(
+            web::resource("/hls/{stream}/vod.m3u8")
+                .route(web::get().to(hls::vod_playlist))
+                .route(web::head().to(hls::vod_playlist)),
+        )
+        .service(
+            web::resource("/hls/{stream}/{file}")
+                .route(web::get().to(hls::media_file))
+                .route(web::head().to(hls::media_file)),
+        )
+        .service(
+            web::resource("/markers")
+                .route(web::get().to(markers::list))
+                .route(web::post().to(markers::create)),
+        )
+        .service(web::resource("/markers/live").route(web::get().to(markers::live)))
+        .service(
+            web::resource("/markers/{id}")
+                .route(web::get().to(markers::get))
+                .route(web::delete().to(markers::delete)),
+        )
+        .service(web::resource("/timeline").route(web::get().to(meta::timeline)))
+        .service(web::resource("/debug/timeline").route(web::get().to(meta::debug_timeline)))
+        .service(web::resource("/healthz").route(web::get().to(meta::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(meta::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(meta::metrics)))
+        .service(web::resource("/openapi.json").route(web::get().to(meta::openapi)))
+        .service(web::resource("/{file}").route(web::get().to(meta::top_level_file)));
+}
+
+fn cors(cfg: &ApiConfig) -> actix_cors::Cors {
+    let allowed: Arc<Vec<String>> = Arc::new(cfg.cors_origins.clone());
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, head| {
+            let Ok(origin) = origin.to_str() else {
+                return false;
+            };
+            // The page's own origin is always allowed (browsers send Origin on same-origin POST).
+            let same = head
+                .headers
+                .get(actix_web::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|host| {
+                    origin
+                        .strip_prefix("http://")
+                        .or_else(|| origin.strip_prefix("https://"))
+                        == Some(host)
+                });
+            same || allowed.iter().any(|a| a == origin)
+        })
+        .allowed_methods(["GET", "HEAD", "POST", "DELETE", "OPTIONS"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::ACCEPT,
+        ])
+        .max_age(600)
+}
+
+/// A bound, not yet running API server.
+#[derive(Debug)]
+pub struct Api {
+    listener: TcpListener,
+    addr: SocketAddr,
+    cfg: ApiConfig,
+    store: Arc<dyn Store>,
+}
+
+impl Api {
+    /// Validates the config and binds `cfg.listen`.
+    pub fn bind(cfg: ApiConfig, store: Arc<dyn Store>) -> Result<Self, ServeError> {
+        cfg.validate()?;
+        let listener = TcpListener::bind(cfg.listen).map_err(|source| ServeError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        Self::from_listener(listener, cfg, store)
+    }
+
+    /// Uses an already bound listener (tests bind port 0 and read the address).
+    pub fn from_listener(
+        listener: TcpListener,
+        cfg: ApiConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, ServeError> {
+        cfg.validate()?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            addr,
+            cfg,
+            store,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, ends SSE streams, lets in-flight
+    /// requests finish (up to `shutdown_timeout`) and returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let cfg = self.cfg.clone();
+        let state = web::Data::new(AppState::new(self.store, cfg.clone(), stop_rx));
+        let metrics = state.metrics.clone();
+        let body_limit = cfg.body_limit;
+        let use_cors = !cfg.cors_origins.is_empty();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            let m = app_state.metrics.clone();
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    ApiError::bad_request("invalid_query", e.to_string()).into()
+                }))
+                .app_data(web::PathConfig::default().error_handler(|e, _| {
+                    ApiError::bad_request("invalid_path", e.to_string()).into()
+                }))
+                .configure(configure)
+                .default_service(web::to(routes::meta::not_found))
+                .wrap(Condition::new(use_cors, cors(&cfg)))
+                .wrap(ErrorHandlers::new().default_handler(error::json_error_net))
+                .wrap_fn(move |req, srv| {
+                    let start = Instant::now();
+                    let m = m.clone();
+                    srv.call(req).map(move |res| {
+                        if let Ok(res) = &res {
+                            let route = res
+                                .request()
+                                .match_pattern()
+                                .unwrap_or_else(|| "unmatched".to_owned());
+                            m.observe(
+                                &route,
+                                res.request().method(),
+                                res.status().as_u16(),
+                                start.elapsed(),
+                            );
+                        }
+                        res
+                    })
+                })
+        })
+        .workers(self.cfg.workers)
+        .shutdown_timeout(self.cfg.shutdown_timeout.as_secs().max(1))
+        .disable_signals()
+        .on_connect(move |_, ext| {
+            metrics
+                .open_connections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ext.insert(Arc::new(metrics::ConnectionGuard(metrics.clone())));
+        })
+        .listen(self.listener)
+        .map_err(ServeError::Server)?
+        .run();
+        let handle = server.handle();
+        let mut server = tokio::spawn(server);
+        tracing::info!(addr = %self.addr, "API listening");
+        tokio::select! {
+            r = &mut server => {
+                return r.map_err(|e| ServeError::Server(std::io::Error::other(e)))?.map_err(ServeError::Server);
+            }
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        handle.stop(true).await;
+        server
+            .await
+            .map_err(|e| ServeError::Server(std::io::Error::other(e)))?
+            .map_err(ServeError::Server)
+    }
+}
+
+/// Binds and serves until `shutdown` resolves.
+pub async fn serve(
+    cfg: ApiConfig,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    Api::bind(cfg, store)?.run_until(shutdown).await
+}

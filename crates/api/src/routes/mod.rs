@@ -1,0 +1,6 @@
+//! Route handlers, one module per area, and the query-parameter parsing they share.
+
+pub mod hls;
+pub mod markers;
+pub mod meta;
+pub mod params;

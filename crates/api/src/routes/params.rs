@@ -1,0 +1,132 @@
+//! Parsing of query parameters into clock values, with errors that say what was expected.
+
+use hlsmark_clock::{HlsTime, Timeline, UtcTime};
+
+use crate::error::ApiError;
+
+/// A time as a client wrote it: seconds on the HLS clock, or an RFC 3339 wall time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeParam {
+    Hls(HlsTime),
+    Utc(UtcTime),
+}
+
+impl TimeParam {
+    /// Parses `12.5` (HLS seconds) or `2026-11-24T07:00:00Z` (RFC 3339). NaN, infinities, empty
+    /// strings and anything beyond 10,000 years are refused.
+    pub fn parse(name: &str, s: &str) -> Result<Self, ApiError> {
+        let bad = |why: &str| {
+            ApiError::bad_request(
+                "invalid_time",
+                format!(
+                    "{name}={:?}: {why}; use seconds on the HLS clock (12.5) or an RFC 3339 time (2026-11-24T07:00:00.033Z)",
+                    s.chars().take(64).collect::<String>()
+                ),
+            )
+        };
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(bad("empty"));
+        }
+        let looks_numeric = t
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
+        if looks_numeric {
+            let secs: f64 = t.parse().map_err(|_| bad("not a number"))?;
+            return HlsTime::from_secs_f64(secs)
+                .map(TimeParam::Hls)
+                .map_err(|e| bad(&e.to_string()));
+        }
+        if t.contains('T') || t.contains('t') {
+            return UtcTime::parse_rfc3339(t)
+                .map(TimeParam::Utc)
+                .map_err(|e| bad(&format!("not an RFC 3339 time ({e})")));
+        }
+        Err(bad("neither a number nor an RFC 3339 time"))
+    }
+
+    /// The HLS time (an RFC 3339 time is converted through the timeline).
+    pub fn to_hls(self, timeline: &Timeline) -> Result<HlsTime, ApiError> {
+        match self {
+            TimeParam::Hls(h) => Ok(h),
+            TimeParam::Utc(u) => timeline.utc_to_hls(u).map_err(ApiError::from),
+        }
+    }
+}
+
+/// Parses an unsigned integer parameter.
+pub fn parse_u64(name: &str, s: &str, max: u64) -> Result<u64, ApiError> {
+    let v: u64 = s.trim().parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!(
+                "{name}={:?} must be a whole number from 0 to {max}",
+                s.chars().take(64).collect::<String>()
+            ),
+        )
+    })?;
+    if v > max {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("{name}={v} is larger than {max}"),
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_or_say_why() {
+        assert_eq!(
+            TimeParam::parse("from", "12.5").unwrap(),
+            TimeParam::Hls(HlsTime(1_125_000))
+        );
+        assert_eq!(
+            TimeParam::parse("from", "-1").unwrap(),
+            TimeParam::Hls(HlsTime(-90_000))
+        );
+        assert!(matches!(
+            TimeParam::parse("from", "2026-11-24T07:00:00Z").unwrap(),
+            TimeParam::Utc(_)
+        ));
+        for bad in [
+            "",
+            " ",
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "infinity",
+            "1e400",
+            "1e300",
+            "abc",
+            "12,5",
+            "2026-13-24T07:00:00Z",
+            "2026-11-24",
+            "0x10",
+            "--1",
+        ] {
+            let e = TimeParam::parse("from", bad).unwrap_err();
+            assert_eq!(e.code, "invalid_time", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn integers_are_bounded() {
+        assert_eq!(parse_u64("limit", "10", 1000).unwrap(), 10);
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "1e3",
+            "1001",
+            "99999999999999999999999",
+            "ten",
+        ] {
+            assert!(parse_u64("limit", bad, 1000).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Golden playlists: a small segment index in, the exact m3u8 text out (live and VOD, with a
+//! discontinuity, date-range markers and NTSC durations), plus a parse-back with m3u8-rs.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+use hlsmark_clock::{Duration90k, Epoch, FrameRate, GenTime, HlsTime, Segment, Timeline, UtcTime};
+use hlsmark_playlist::{DateRange, Kind, PlaylistError, render};
+
+const D: i64 = 90_000;
+
+fn anchor() -> UtcTime {
+    UtcTime::parse_rfc3339("2026-11-24T07:00:00Z").unwrap()
+}
+
+fn epoch(index: u32, first_seq: u64, hls: i64, utc: UtcTime, fps: FrameRate) -> Epoch {
+    Epoch {
+        index,
+        first_seq,
+        hls_start: HlsTime(hls),
+        gen_start: GenTime(hls),
+        utc_start: utc,
+        fps,
+        segment_frames: 30,
+        hls_end: None,
+    }
+}
+
+/// Epoch 0 from seq 0; ffmpeg died after 15 frames of seq 3; epoch 1 starts at seq 4, 1.5 s of
+/// wall time later than the sequence-aligned media time would say.
+fn two_epochs() -> (Timeline, Vec<Segment>) {
+    let fps = FrameRate::integer(30);
+    let mut e0 = epoch(0, 0, 0, anchor(), fps);
+    e0.hls_end = Some(HlsTime(3 * D + D / 2));
+    let e1 = epoch(1, 4, 4 * D, anchor() + Duration90k(5 * D + D / 2), fps);
+    let t = Timeline::new(vec![e0, e1]).unwrap();
+    let seg = |seq: u64, epoch: u32, dur: i64| {
+        let hls = HlsTime(i64::try_from(seq).unwrap() * D);
+        Segment {
+            seq,
+            epoch,
+            hls_start: hls,
+            duration: Duration90k(dur),
+            utc_start: t.hls_to_utc(hls).unwrap(),
+            file: format!("e{epoch}-{seq:08}.m4s"),
+            init_file: Some(format!("e{epoch}-init.mp4")),
+        }
+    };
+    let segs = vec![
+        seg(5, 1, D),
+        seg(2, 0, D),
+        seg(3, 0, D / 2),
+        seg(4, 1, D),
+        seg(2, 0, D), // a duplicate row is ignored
+    ];
+    (t, segs)
+}
+
+fn marker(id: u128, hls: i64, dur: i64, label: &str, t: &Timeline) -> DateRange {
+    DateRange {
+        id: uuid_like(id),
+        label: label.to_owned(),
+        hls: HlsTime(hls),
+        utc: t.hls_to_utc(HlsTime(hls)).unwrap(),
+        duration: Duration90k(dur),
+    }
+}
+
+fn uuid_like(n: u128) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+fn markers(t: &Timeline) -> Vec<DateRange> {
+    vec![
+        // In epoch 1, label with a quote and a newline.
+        marker(3, 5 * D + 3_000 * 7, D / 2, "say \"hi\"\nnow", t),
+        // 10 frames into seq 2.
+        marker(1, 2 * D + 30_000, D, "goal", t),
+        // Started before the window, still running into it: listed on the first segment.
+        marker(2, D + D / 2, D, "long", t),
+        // Entirely before the window: not listed.
+        marker(4, D / 2, D / 5, "old", t),
+    ]
+}
+
+#[test]
+fn live_window_with_discontinuity_and_dateranges() {
+    let (t, segs) = two_epochs();
+    let text = render(&t, &segs, &markers(&t), Kind::Live).unwrap();
+    let expected = r#"#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-TARGETDURATION:1
+#EXT-X-MEDIA-SEQUENCE:2
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-MAP:URI="e0-init.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:02.000Z
+#EXT-X-DATERANGE:ID="00000000-0000-4000-8000-000000000002",CLASS="hlsmark-marker",START-DATE="2026-11-24T07:00:01.500Z",DURATION=1.000,X-LABEL="long"
+#EXT-X-DATERANGE:ID="00000000-0000-4000-8000-000000000001",CLASS="hlsmark-marker",START-DATE="2026-11-24T07:00:02.333Z",DURATION=1.000,X-LABEL="goal"
+#EXTINF:1.000,
+e0-00000002.m4s
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:03.000Z
+#EXTINF:0.500,
+e0-00000003.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-MAP:URI="e1-init.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:05.500Z
+#EXTINF:1.000,
+e1-00000004.m4s
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:06.500Z
+#EXT-X-DATERANGE:ID="00000000-0000-4000-8000-000000000003",CLASS="hlsmark-marker",START-DATE="2026-11-24T07:00:06.733Z",DURATION=0.500,X-LABEL="say 'hi' now"
+#EXTINF:1.000,
+e1-00000005.m4s
+"#;
+    assert_eq!(text, expected);
+
+    // m3u8-rs reads it back: same segments, discontinuity and date ranges.
+    let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+    assert_eq!(parsed.media_sequence, 2);
+    assert_eq!(parsed.segments.len(), 4);
+    assert!(parsed.segments[2].discontinuity);
+    assert!(!parsed.end_list);
+    let ranges: Vec<_> = parsed
+        .segments
+        .iter()
+        .filter_map(|s| s.daterange.as_ref())
+        .map(|d| d.id.as_str())
+        .collect();
+    assert!(ranges.contains(&"00000000-0000-4000-8000-000000000003"));
+}
+
+#[test]
+fn live_window_keeps_the_contiguous_run_at_the_live_edge() {
+    let (t, mut segs) = two_epochs();
+    segs.retain(|s| s.seq != 3);
+    let text = render(&t, &segs, &[], Kind::Live).unwrap();
+    assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{text}");
+    assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+    assert!(!text.contains("e0-"), "{text}");
+    assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+}
+
+#[test]
+fn vod_range_at_ntsc_rate_ends_and_bridges_holes() {
+    let fps = FrameRate::new(30_000, 1_001).unwrap();
+    let e0 = epoch(0, 0, 0, anchor(), fps);
+    let t = Timeline::new(vec![e0]).unwrap();
+    let seg = |seq: u64| {
+        let hls = e0.segment_start(seq);
+        Segment {
+            seq,
+            epoch: 0,
+            hls_start: hls,
+            duration: Duration90k(90_090),
+            utc_start: t.hls_to_utc(hls).unwrap(),
+            file: format!("e0-{seq:08}.m4s"),
+            init_file: Some("e0-init.mp4".to_owned()),
+        }
+    };
+    let segs = vec![seg(0), seg(1), seg(3)];
+    let m = marker(9, 90_090 + 3_003, 0, "frame 31", &t);
+    let text = render(&t, &segs, &[m], Kind::Vod).unwrap();
+    let expected = r#"#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-TARGETDURATION:1
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-PLAYLIST-TYPE:VOD
+#EXT-X-MAP:URI="e0-init.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:00.000Z
+#EXTINF:1.001,
+e0-00000000.m4s
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:01.001Z
+#EXT-X-DATERANGE:ID="00000000-0000-4000-8000-000000000009",CLASS="hlsmark-marker",START-DATE="2026-11-24T07:00:01.034Z",DURATION=0.000,X-LABEL="frame 31"
+#EXTINF:1.001,
+e0-00000001.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-MAP:URI="e0-init.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:03.003Z
+#EXTINF:1.001,
+e0-00000003.m4s
+#EXT-X-ENDLIST
+"#;
+    assert_eq!(text, expected);
+    let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+    assert!(parsed.end_list);
+    assert_eq!(parsed.segments.len(), 3);
+}
+
+#[test]
+fn nothing_to_list_is_an_error() {
+    let (t, _) = two_epochs();
+    assert_eq!(
+        render(&t, &[], &[], Kind::Live),
+        Err(PlaylistError::NoSegments)
+    );
+}
