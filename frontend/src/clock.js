@@ -61,10 +61,11 @@ export class Timeline {
     const defaultSeg = ticksField(json, 'segment_duration') ?? TICKS_PER_SECOND;
     const epochs = (json.epochs ?? []).map((e, i) => {
       const fps = e.fps !== undefined ? parseFps(e.fps) : this.fps;
-      let seg = ticksField(e, 'segment_duration');
-      if (seg === undefined && Number.isFinite(e.segment_frames)) {
-        seg = Math.round((e.segment_frames * TICKS_PER_SECOND * fps.den) / fps.num);
-      }
+      // Whole frames are exact; the float seconds are the fallback.
+      let seg = Number.isFinite(e.segment_frames) && e.segment_frames > 0
+        ? Math.round((e.segment_frames * TICKS_PER_SECOND * fps.den) / fps.num)
+        : undefined;
+      if (seg === undefined) seg = ticksField(e, 'segment_duration');
       return {
         index: Number.isFinite(e.index) ? e.index : i,
         firstSeq: Number(e.first_seq ?? 0),
