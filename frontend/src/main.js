@@ -541,6 +541,13 @@ function refreshTimeline() {
       state.timeline = new Timeline(json);
       state.retainedStart = Number(json.retained?.start ?? 0);
       state.timelineJson = json;
+      if (state.liveEdgeHls === null && Number.isFinite(json.live_edge)) {
+        state.liveEdgeHls = secsToTicks(json.live_edge);
+        state.liveEdgeAt = performance.now();
+      }
+      if (state.liveFirstSeq === null && Number.isFinite(json.window?.first_seq)) {
+        state.liveFirstSeq = json.window.first_seq;
+      }
     })
     .catch((err) => showError(`Timeline unavailable: ${err.message}`))
     .finally(() => { timelineRefresh = null; });
@@ -579,9 +586,19 @@ async function loadHistory() {
 
 player.on(['timeupdate', 'progress', 'loadedmetadata', 'seeked'], measure);
 player.on(['play', 'pause', 'seeked', 'timeupdate'], updatePosition);
+let retryTimer = null;
 player.on('error', () => {
   const e = player.error();
   state.errors.push(e?.message ?? String(e?.code));
+  if (retryTimer) return;
+  // A stream that has not started (or a server restart) should not leave a dead page: try again.
+  showError(`Playback failed (${e?.message ?? e?.code}); retrying in 3 s...`);
+  retryTimer = setTimeout(() => {
+    retryTimer = null;
+    const src = state.mode === 'live' ? liveUrl(stream) : vodUrl(stream, state.vod.from, state.vod.to);
+    player.error(null);
+    loadSource(src).then(() => { showError(null); return player.play(); }).catch(() => {});
+  }, 3000);
 });
 setInterval(() => {
   measure();

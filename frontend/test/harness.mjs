@@ -75,9 +75,10 @@ export async function waitUntil(what, fn, timeoutMs, stepMs = 100) {
 }
 
 /** Starts a child in its own process group, logging to `dir/<name>.log`. */
-function start(name, cmd, args, dir) {
+function start(name, cmd, args, dir, extraEnv = {}) {
   const log = fs.openSync(path.join(dir, `${name}.log`), 'a');
-  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' } });
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', ...extraEnv };
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', log, log], env });
   child.name = name;
   child.logFile = path.join(dir, `${name}.log`);
   children.push(child);
@@ -138,13 +139,16 @@ export async function startStack({ liveWindow = 6, fps = 30 } = {}) {
   const genArgs = ['generate', '--store', store, '--data-dir', dataDir, '--stream', 'live',
     '--width', '320', '--height', '180', '--fps', String(fps), '--segment-duration', '1s',
     '--event-mean', '3s', '--event-duration', '1s', '--seed', '1'];
-  const gen = start('generate', bin, genArgs, dir);
+  if (genHelp.includes('--live-window')) genArgs.push('--live-window', String(liveWindow));
+  if (genHelp.includes('--block-size')) genArgs.push('--block-size', '30');
+  const gen = start('generate', bin, genArgs, dir, { HLSMARK_LIVE_WINDOW: String(liveWindow) });
 
   const serveHelp = helpOf(bin, 'serve');
   const serveArgs = ['serve', '--store', store, '--data-dir', dataDir, '--listen', `127.0.0.1:${httpPort}`,
     '--token', token, '--frontend-dir', path.join(frontendDir, 'dist')];
-  if (serveHelp.includes('--live-window')) serveArgs.push('--live-window', liveWindow >= 1 && /live-window[^\n]*(?:secs|seconds|duration|1s|\ds)/i.test(serveHelp) ? `${liveWindow}s` : String(liveWindow));
-  const serve = start('serve', bin, serveArgs, dir);
+  // A short live window (in segments) so markers become archived during the run.
+  if (serveHelp.includes('--live-window')) serveArgs.push('--live-window', String(liveWindow));
+  const serve = start('serve', bin, serveArgs, dir, { HLSMARK_LIVE_WINDOW: String(liveWindow) });
   const url = `http://127.0.0.1:${httpPort}`;
 
   const procs = [redis, gen, serve];
