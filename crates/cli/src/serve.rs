@@ -1,8 +1,113 @@
-//! `hlsmark serve` (being built).
+//! `hlsmark serve`: parses the API's flags (each with an `HLSMARK_*` variable), validates them
+//! into an [`ApiConfig`], opens the store and serves HTTP until SIGINT/SIGTERM (in-flight requests
+//! finish, exit 0).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hlsmark_api::ApiConfig;
+use hlsmark_store::StreamName;
+
+use crate::common::StoreArgs;
+
+/// Flags of the HTTP server (shared by `serve` and `run`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "HLSMARK_LISTEN", default_value = "0.0.0.0:5000")]
+    pub listen: SocketAddr,
+    /// Built player page (`npm --prefix frontend ci && npm --prefix frontend run build`).
+    #[arg(long, env = "HLSMARK_FRONTEND_DIR", default_value = "frontend/dist")]
+    pub frontend_dir: PathBuf,
+    /// Bearer token that POST/DELETE /markers require (16-256 visible ASCII characters)
+    /// [default: none, writes are refused with 403].
+    #[arg(long, env = "HLSMARK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Origin allowed to call the API from another site, e.g. `https://dash.example.com`;
+    /// repeat the flag or separate with commas [default: none, same origin only].
+    #[arg(
+        long = "cors-origin",
+        env = "HLSMARK_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "HLSMARK_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+    /// HTTP worker threads [default: number of CPUs, at most 8].
+    #[arg(long, env = "HLSMARK_WORKERS")]
+    pub workers: Option<usize>,
+    /// Time in-flight requests get to finish at shutdown (`10s`).
+    #[arg(long, env = "HLSMARK_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Megabytes of segment files kept in memory (segments are immutable).
+    #[arg(long, env = "HLSMARK_FILE_CACHE_MB", default_value_t = 16)]
+    pub file_cache_mb: usize,
+}
+
+impl ServeArgs {
+    /// The validated runtime configuration.
+    pub fn config(&self, store: &StoreArgs, live_window: u32) -> anyhow::Result<ApiConfig> {
+        let mut c = ApiConfig::new(store.data_dir.clone());
+        c.listen = self.listen;
+        c.frontend_dir = self.frontend_dir.clone();
+        c.default_stream = StreamName::new(&store.stream)?;
+        c.live_window = usize::try_from(live_window).context("--live-window")?;
+        c.token = self.token.clone().filter(|t| !t.is_empty());
+        c.cors_origins = self
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        c.body_limit = self.body_limit;
+        if let Some(w) = self.workers {
+            c.workers = w;
+        }
+        c.shutdown_timeout = self.shutdown_timeout;
+        c.file_cache_bytes = self.file_cache_mb.saturating_mul(1024 * 1024);
+        c.validate()?;
+        Ok(c)
+    }
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Segments in the live playlist.
+    #[arg(long, env = "HLSMARK_LIVE_WINDOW", default_value_t = 30)]
+    pub live_window: u32,
+}
 
-pub fn main(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`hlsmark serve` is not implemented yet")
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = args.serve.config(&args.store, args.live_window)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let spec = args.store.store_spec();
+        let store = hlsmark_store::open(&spec, &args.store.store_prefix)
+            .await
+            .with_context(|| format!("opening store {spec}"))?;
+        let api = hlsmark_api::Api::bind(config, store)?;
+        // Scripts and tests read this line to learn the port (useful with --listen 127.0.0.1:0).
+        println!("hlsmark serve: listening on http://{}", api.local_addr());
+        api.run_until(crate::generate::shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }

@@ -28,6 +28,10 @@ impl TimeParam {
         if t.is_empty() {
             return Err(bad("empty"));
         }
+        let lower = t.to_ascii_lowercase();
+        if ["nan", "inf", "infinity"].contains(&lower.trim_start_matches(['+', '-'])) {
+            return Err(bad("not a finite number"));
+        }
         let looks_numeric = t
             .bytes()
             .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
