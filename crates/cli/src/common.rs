@@ -27,7 +27,11 @@ impl StoreArgs {
     pub fn store_spec(&self) -> String {
         match &self.store {
             Some(s) if !s.trim().is_empty() => s.trim().to_owned(),
-            _ => self.data_dir.join("hlsmark.redb").to_string_lossy().into_owned(),
+            _ => self
+                .data_dir
+                .join("hlsmark.redb")
+                .to_string_lossy()
+                .into_owned(),
         }
     }
 }

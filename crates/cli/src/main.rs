@@ -10,7 +10,11 @@ mod generate;
 mod serve;
 
 #[derive(Debug, Parser)]
-#[command(name = "hlsmark", version, about = "Live HLS with a seekable timeline and frame-exact event markers")]
+#[command(
+    name = "hlsmark",
+    version,
+    about = "Live HLS with a seekable timeline and frame-exact event markers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -16,7 +16,10 @@ use hlsmark_testkit::{free_port, http, require_program, wait_for_port};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn compose() -> Yaml {
@@ -41,7 +44,11 @@ fn interpolate(s: &str) -> String {
 }
 
 fn strings(y: &Yaml) -> Vec<String> {
-    y.as_vec().expect("a list").iter().map(|v| v.as_str().expect("a string").to_owned()).collect()
+    y.as_vec()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect()
 }
 
 fn env_of(svc: &Yaml) -> BTreeMap<String, String> {
@@ -68,7 +75,10 @@ struct Proc {
 impl Proc {
     /// SIGTERM, then the exit status within `timeout` (SIGKILL after).
     fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -99,7 +109,10 @@ fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -111,24 +124,48 @@ fn compose_file_has_the_services_users_expect() {
     for name in ["redis", "generator", "api"] {
         let s = &services[name];
         assert!(!s.is_badvalue(), "service {name} missing");
-        assert!(!s["healthcheck"]["test"].is_badvalue(), "{name} needs a healthcheck");
-        assert!(s["restart"].as_str().is_some(), "{name} needs a restart policy");
-        assert!(!s["command"].is_badvalue(), "{name} needs an explicit command");
+        assert!(
+            !s["healthcheck"]["test"].is_badvalue(),
+            "{name} needs a healthcheck"
+        );
+        assert!(
+            s["restart"].as_str().is_some(),
+            "{name} needs a restart policy"
+        );
+        assert!(
+            !s["command"].is_badvalue(),
+            "{name} needs an explicit command"
+        );
     }
     let redis_cmd = strings(&services["redis"]["command"]).join(" ");
-    assert!(redis_cmd.contains("--appendonly yes"), "redis must persist: {redis_cmd}");
+    assert!(
+        redis_cmd.contains("--appendonly yes"),
+        "redis must persist: {redis_cmd}"
+    );
     assert_eq!(strings(&services["api"]["ports"]), ["5000:5000"]);
     assert_eq!(env_of(&services["api"])["HLSMARK_LISTEN"], "0.0.0.0:5000");
     for name in ["redis-data", "segments"] {
-        assert!(c["volumes"].as_hash().unwrap().contains_key(&Yaml::String(name.into())), "volume {name}");
+        assert!(
+            c["volumes"]
+                .as_hash()
+                .unwrap()
+                .contains_key(&Yaml::String(name.into())),
+            "volume {name}"
+        );
     }
     // Every setting of the hlsmark services is an HLSMARK_ variable (or RUST_LOG).
     for name in ["generator", "api"] {
         for k in env_of(&services[name]).keys() {
-            assert!(k.starts_with("HLSMARK_") || k == "RUST_LOG", "{name}: unexpected env {k}");
+            assert!(
+                k.starts_with("HLSMARK_") || k == "RUST_LOG",
+                "{name}: unexpected env {k}"
+            );
         }
     }
-    assert!(repo_root().join("Dockerfile").is_file(), "compose builds from the Dockerfile");
+    assert!(
+        repo_root().join("Dockerfile").is_file(),
+        "compose builds from the Dockerfile"
+    );
 }
 
 #[test]
@@ -157,19 +194,33 @@ fn compose_services_run_natively_end_to_end() {
     }
     let redis = Proc {
         name: "redis",
-        child: Command::new(&cmd[0]).args(&cmd[1..]).stdout(Stdio::null()).spawn().unwrap(),
+        child: Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
     };
-    assert!(wait_for_port(redis_port, Duration::from_secs(10)), "redis did not start");
+    assert!(
+        wait_for_port(redis_port, Duration::from_secs(10)),
+        "redis did not start"
+    );
 
     let frontend = repo_root().join("frontend/dist");
     let map_env = |env: BTreeMap<String, String>| -> BTreeMap<String, String> {
         env.into_iter()
             .map(|(k, v)| {
                 let v = v
-                    .replace("redis://redis:6379", &format!("redis://127.0.0.1:{redis_port}"))
+                    .replace(
+                        "redis://redis:6379",
+                        &format!("redis://127.0.0.1:{redis_port}"),
+                    )
                     .replace("0.0.0.0:5000", &format!("127.0.0.1:{api_port}"))
                     .replace("/usr/share/hlsmark/frontend", &frontend.to_string_lossy());
-                let v = if v == "/data" { data_dir.to_string_lossy().into_owned() } else { v };
+                let v = if v == "/data" {
+                    data_dir.to_string_lossy().into_owned()
+                } else {
+                    v
+                };
                 (k, v)
             })
             .collect()
@@ -179,13 +230,21 @@ fn compose_services_run_natively_end_to_end() {
         let cmd = strings(&svc["command"]);
         assert_eq!(cmd[0], "hlsmark");
         let mut c = Command::new(env!("CARGO_BIN_EXE_hlsmark"));
-        c.args(&cmd[1..]).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.args(&cmd[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         c.envs(map_env(env_of(svc))).current_dir(tmp.path());
-        Proc { name, child: c.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}")) }
+        Proc {
+            name,
+            child: c.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}")),
+        }
     };
     let mut generator = spawn("generator");
     let mut api = spawn("api");
-    assert!(wait_for_port(api_port, Duration::from_secs(20)), "api did not listen");
+    assert!(
+        wait_for_port(api_port, Duration::from_secs(20)),
+        "api did not listen"
+    );
     let token = env_of(&services["api"])["HLSMARK_TOKEN"].clone();
     assert!(!token.is_empty(), "the compose file gives a default token");
 
@@ -193,14 +252,26 @@ fn compose_services_run_natively_end_to_end() {
     assert_eq!(http::get(api_port, "/readyz").unwrap().status, 200);
 
     // The live playlist fills with segments.
-    let playlist = wait_until("a live playlist with 2 segments", Duration::from_secs(60), || {
-        let r = http::get(api_port, "/hls/live/index.m3u8").ok()?;
-        let text = r.text();
-        (r.status == 200 && text.matches("#EXTINF").count() >= 2).then_some(text)
-    });
+    let playlist = wait_until(
+        "a live playlist with 2 segments",
+        Duration::from_secs(60),
+        || {
+            let r = http::get(api_port, "/hls/live/index.m3u8").ok()?;
+            let text = r.text();
+            (r.status == 200 && text.matches("#EXTINF").count() >= 2).then_some(text)
+        },
+    );
     assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME"), "{playlist}");
-    let seg = playlist.lines().find(|l| l.ends_with(".m4s")).expect("a segment line").to_owned();
-    let seg_url = if seg.starts_with('/') { seg.clone() } else { format!("/hls/live/{seg}") };
+    let seg = playlist
+        .lines()
+        .find(|l| l.ends_with(".m4s"))
+        .expect("a segment line")
+        .to_owned();
+    let seg_url = if seg.starts_with('/') {
+        seg.clone()
+    } else {
+        format!("/hls/live/{seg}")
+    };
     let r = http::get(api_port, &seg_url).unwrap();
     assert_eq!(r.status, 200, "segment {seg_url}");
     assert!(!r.body.is_empty());
@@ -208,9 +279,16 @@ fn compose_services_run_natively_end_to_end() {
     // Generator events become markers (events every 5 s on average in the compose file).
     let first = wait_until("a generator marker", Duration::from_secs(90), || {
         let v = json(&http::get(api_port, "/markers?stream=live").ok()?);
-        v["markers"].as_array()?.iter().find(|m| m["kind"] == "event").cloned()
+        v["markers"]
+            .as_array()?
+            .iter()
+            .find(|m| m["kind"] == "event")
+            .cloned()
     });
-    assert!(first["hls"].as_f64().is_some() && first["utc"].as_str().is_some(), "{first}");
+    assert!(
+        first["hls"].as_f64().is_some() && first["utc"].as_str().is_some(),
+        "{first}"
+    );
 
     // POST with the compose token works; without it is refused.
     let body = br#"{"label":"compose check","hls":1.0}"#;
@@ -219,28 +297,58 @@ fn compose_services_run_natively_end_to_end() {
         "POST",
         api_port,
         "/markers",
-        &[("Content-Type", "application/json"), ("Authorization", &auth)],
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
         body,
     )
     .unwrap();
-    assert!(r.status == 201 || r.status == 200, "POST: {} {}", r.status, r.text());
-    let r = http::request("POST", api_port, "/markers", &[("Content-Type", "application/json")], body).unwrap();
+    assert!(
+        r.status == 201 || r.status == 200,
+        "POST: {} {}",
+        r.status,
+        r.text()
+    );
+    let r = http::request(
+        "POST",
+        api_port,
+        "/markers",
+        &[("Content-Type", "application/json")],
+        body,
+    )
+    .unwrap();
     assert_eq!(r.status, 401, "{}", r.text());
 
     // The example detector client posts and queries a range like an external service would.
     let out = Command::new("python3")
         .arg(repo_root().join("examples/detector.py"))
-        .args(["--url", &format!("http://127.0.0.1:{api_port}"), "--token", &token, "--label", "detector test"])
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{api_port}"),
+            "--token",
+            &token,
+            "--label",
+            "detector test",
+        ])
         .output()
         .expect("python3 runs examples/detector.py");
-    assert!(out.status.success(), "detector failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "detector failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("detector test"), "{stdout}");
 
     // Graceful shutdown: both exit 0 on SIGTERM.
     for p in [&mut api, &mut generator] {
         let st = p.terminate(Duration::from_secs(15));
-        assert!(matches!(st, Some(s) if s.success()), "{} did not exit cleanly on SIGTERM: {st:?}", p.name);
+        assert!(
+            matches!(st, Some(s) if s.success()),
+            "{} did not exit cleanly on SIGTERM: {st:?}",
+            p.name
+        );
     }
     drop(redis);
 }
