@@ -220,6 +220,7 @@ async function seekToHls(hls, { pause = true } = {}) {
   const client = clientOfHls(hls);
   if (client === null) throw new Error('the stream has not started playing yet');
   const target = seekTargetSecs(client, frameTicks());
+  state.seekTrace = [`seek hls=${hls} target=${target.toFixed(4)} from=${player.currentTime().toFixed(4)}`];
   if (pause) player.pause();
   if (!isBuffered(target)) {
     // VHS treats a time within 1/30 s of buffered media as buffered and would not fetch the
@@ -228,20 +229,20 @@ async function seekToHls(hls, { pause = true } = {}) {
     const tl = state.timeline;
     const seq = tl.seqAt(hls);
     const mid = clientOfHls(tl.segmentStart(seq) + tl.epochAtSeq(seq).seg / 2);
-    const pre = waitFor(player, 'seeked', 8000);
+    const pre = waitFor(player, 'seeked', 5000);
     player.currentTime(ticksToSecs(mid));
-    await pre;
+    state.seekTrace.push(`pre-seek ${ticksToSecs(mid).toFixed(4)}: ${await pre}`);
   }
-  const seeked = waitFor(player, 'seeked', 8000);
+  const seeked = waitFor(player, 'seeked', 5000);
   player.currentTime(target);
-  await seeked;
+  state.seekTrace.push(`seek: ${await seeked} at ${player.currentTime().toFixed(4)}`);
   // If VHS had to load a segment of an epoch it had not seen, its placement is known only now.
   measure();
   const refined = seekTargetSecs(clientOfHls(hls), frameTicks());
   if (Math.abs(refined - player.currentTime()) > 1e-3) {
-    const again = waitFor(player, 'seeked', 8000);
+    const again = waitFor(player, 'seeked', 5000);
     player.currentTime(refined);
-    await again;
+    state.seekTrace.push(`refined ${refined.toFixed(4)}: ${await again}`);
   }
   const presented = player.paused() ? framePresented() : Promise.resolve(true);
   await presented;

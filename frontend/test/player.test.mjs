@@ -46,6 +46,8 @@ function state() {
       liveFirstSeq: state.liveFirstSeq,
       feed: state.feed,
       lastSeek: state.lastSeek,
+      seekTrace: state.seekTrace,
+      errors: state.errors,
       currentTime: player.currentTime(),
       paused: player.paused(),
       src: player.currentSrc(),
@@ -89,6 +91,9 @@ before(async () => {
     if (res.status() >= 400) problems.push(`HTTP ${res.status()}: ${res.request().method()} ${res.url()}`);
   });
   await page.goto(`${stack.url}/?stream=live`);
+  await page.waitForFunction(() => window.hlsmark, null, { timeout: 10000 }).catch((err) => {
+    throw new Error(`the page did not start: ${err.message}\n${problems.join('\n')}`);
+  });
 });
 
 after(async () => {
@@ -165,7 +170,9 @@ describe('player page', () => {
     await waitUntil('the seek to the marker', async () => {
       const s = await state();
       return s.lastSeek && s.lastSeek.hls_90k === m.hls_90k && s.paused;
-    }, 8000);
+    }, 15000).catch(async (err) => {
+      throw new Error(`${err.message}\n${JSON.stringify({ marker: m, state: await state() }, null, 1)}`);
+    });
     const at = await cornerPixel();
     assert.ok(isMint(at.rgb), `frame at marker ${m.label} (hls ${m.hls}) is mint: rgb ${at.rgb} at ${at.time}`);
 
@@ -183,8 +190,6 @@ describe('player page', () => {
     await sleep(100);
     const again = await cornerPixel();
     assert.ok(isMint(again.rgb), `Enter on the row shows the mint frame again: rgb ${again.rgb}`);
-    await page.mouse.move(5, 5);
-    await page.screenshot({ path: path.join(frontendDir, 'screenshot.png') });
   });
 
   test('4. seek back, then "go live" returns to the live edge', async () => {
@@ -232,6 +237,12 @@ describe('player page', () => {
       const st = await state();
       return st.mode === 'live' && /index\.m3u8$/.test(st.src) && !st.paused && st.currentTime > 0;
     }, 15000);
+    // The README picture: live again, a recent generator marker selected (mint corner), archived rows.
+    const recent = (await markersInPage()).filter((x) => x.kind !== 'manual' && !x.archived && x.client !== null)
+      .sort((x, y) => y.hls_90k - x.hls_90k)[0];
+    if (recent) await page.evaluate((id) => window.hlsmark.seekToMarker(id), recent.id).catch(() => {});
+    await page.mouse.move(5, 5);
+    await page.screenshot({ path: path.join(frontendDir, 'screenshot.png') });
   });
 
   test('6. no console errors or failed requests', () => {
