@@ -5,7 +5,7 @@ default:
 
 # Run everything in one process (generator + API + embedded store) on :5000.
 run *ARGS:
-    cargo run --release -p hlsmark -- run {{ARGS}}
+    ./scripts/run.sh {{ARGS}}
 
 # Run the docker compose stack (redis, generator, api).
 up:

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-#[allow(dead_code)] // flattened by the subcommands as they adopt it
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
     /// Stream name (1-64 of a-z A-Z 0-9 _ -).
@@ -21,7 +20,6 @@ pub struct StoreArgs {
     pub store_prefix: String,
 }
 
-#[allow(dead_code)]
 impl StoreArgs {
     /// The store spec, with the embedded default under the data dir.
     pub fn store_spec(&self) -> String {

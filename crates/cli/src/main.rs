@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 // `common::StoreArgs` into a subcommand's Args instead of redefining them.
 mod common;
 mod generate;
+mod run;
 mod serve;
 
 #[derive(Debug, Parser)]
@@ -26,6 +27,19 @@ enum Command {
     Generate(generate::Args),
     /// Serve playlists, segments, markers and the player page over HTTP.
     Serve(serve::Args),
+    /// Generator + API + embedded store in one process: the whole product on :5000.
+    Run(run::Args),
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+pub(crate) fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +47,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::main(args),
         Command::Serve(args) => serve::main(args),
+        Command::Run(args) => run::main(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
