@@ -894,3 +894,15 @@ async fn redis_kill_and_restart_loses_nothing_acknowledged() {
         );
     }
 }
+
+#[tokio::test]
+async fn embedded_file_held_elsewhere_names_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.redb");
+    // Another holder of the file lock (as another process would be), outside our handle registry.
+    let _other = redb::Database::create(&path).unwrap();
+    let err = open(&path.to_string_lossy(), "t").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("in use by another process") && msg.contains("redis://"), "{msg}");
+}
