@@ -7,6 +7,8 @@
 //! port, the `/data` volume to a temp dir, the image's frontend dir to `frontend/dist`, and the
 //! published port 5000 to a free port (the test checks the mapping says 5000 first).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,6 @@
 //! Parsing of query parameters into clock values, with errors that say what was expected.
 
-use hlsmark_clock::{HlsTime, Timeline, UtcTime};
+use hlsmark_clock::{HlsTime, Timeline, TimelineError, UtcTime};
 
 use crate::error::ApiError;
 
@@ -49,11 +49,16 @@ impl TimeParam {
         Err(bad("neither a number nor an RFC 3339 time"))
     }
 
-    /// The HLS time (an RFC 3339 time is converted through the timeline).
+    /// The HLS time of a range bound (an RFC 3339 time is converted through the timeline). A
+    /// wall time before the stream began is the stream's start: "the last hour" of a stream that
+    /// started ten minutes ago is everything it has, not an error.
     pub fn to_hls(self, timeline: &Timeline) -> Result<HlsTime, ApiError> {
         match self {
             TimeParam::Hls(h) => Ok(h),
-            TimeParam::Utc(u) => timeline.utc_to_hls(u).map_err(ApiError::from),
+            TimeParam::Utc(u) => match (timeline.utc_to_hls(u), timeline.epochs().first()) {
+                (Err(TimelineError::BeforeStart(_)), Some(first)) => Ok(first.hls_start),
+                (r, _) => r.map_err(ApiError::from),
+            },
         }
     }
 }
