@@ -54,6 +54,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(600);
 /// Pause between attempts of the live-feed task to resubscribe.
 const FEED_RETRY: Duration = Duration::from_millis(200);
+/// How often the live-feed task pings its pub/sub connection.
+const FEED_KEEPALIVE: Duration = Duration::from_secs(5);
 const FEED_CAPACITY: usize = 4096;
 /// Markers per script call in [`Store::insert_markers`] and per retention batch.
 const BATCH: usize = 1000;
@@ -479,14 +481,31 @@ async fn feed_loop(
         match tokio::time::timeout(CALL_TIMEOUT, connect).await {
             Ok(Ok(ps)) => {
                 ready.send_replace(true);
-                let mut messages = ps.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    match serde_json::from_slice::<Marker>(msg.get_payload_bytes()) {
-                        Ok(m) => {
-                            // No receiver right now is fine.
-                            let _ = tx.send(m);
+                let (mut sink, mut messages) = ps.split();
+                // A server that vanished without closing the socket (network cut) sends nothing:
+                // a periodic PING notices within FEED_KEEPALIVE + CALL_TIMEOUT.
+                let mut keepalive = tokio::time::interval(FEED_KEEPALIVE);
+                keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        msg = messages.next() => {
+                            let Some(msg) = msg else { break };
+                            match serde_json::from_slice::<Marker>(msg.get_payload_bytes()) {
+                                Ok(m) => {
+                                    // No receiver right now is fine.
+                                    let _ = tx.send(m);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(%channel, "ignoring a malformed live marker: {e}");
+                                }
+                            }
                         }
-                        Err(e) => tracing::warn!(%channel, "ignoring a malformed live marker: {e}"),
+                        _ = keepalive.tick() => {
+                            let ping = tokio::time::timeout(CALL_TIMEOUT, sink.ping::<Value>()).await;
+                            if !matches!(ping, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
                     }
                 }
                 ready.send_replace(false);

@@ -904,5 +904,8 @@ async fn embedded_file_held_elsewhere_names_the_way_out() {
     let err = open(&path.to_string_lossy(), "t").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("in use by another process") && msg.contains("redis://"), "{msg}");
+    assert!(
+        msg.contains("in use by another process") && msg.contains("redis://"),
+        "{msg}"
+    );
 }
