@@ -667,6 +667,62 @@ async fn retention_drops_old_segments_and_markers(h: Harness) {
     s.ping().await.unwrap();
 }
 
+/// Random inserts, deletes and paged range queries checked against an ordered map: the store must
+/// return exactly what a `BTreeMap<(hls, id), Marker>` would, page by page.
+async fn random_operations_match_a_model(h: Harness) {
+    use std::collections::BTreeMap;
+    let s = &h.store;
+    let mut model: BTreeMap<(HlsTime, Uuid), Marker> = BTreeMap::new();
+    // A known stream, so an empty range is an empty page rather than `UnknownStream`.
+    s.put_epoch(&live(), &epoch(0, 0)).await.unwrap();
+    // xorshift64: deterministic, so a failure reproduces.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let t = |r: u64| (i64::try_from(r).unwrap() - 20) * SEC / 2;
+    for step in 0..400 {
+        match rnd(10) {
+            0..=4 => {
+                let m = marker(&live(), t(rnd(60)), u128::from(rnd(80)) + 1);
+                let existing = model.values().find(|x| x.id == m.id).cloned();
+                match (s.insert_marker(&m).await, existing) {
+                    (Ok(InsertOutcome::Inserted), None) => {
+                        model.insert((m.hls, m.id), m);
+                    }
+                    (Ok(InsertOutcome::AlreadyExists), Some(x)) if x == m => {}
+                    (Err(StoreError::Conflict(_)), Some(x)) if x != m => {}
+                    (got, had) => panic!("step {step}: insert {m:?} -> {got:?}, model had {had:?}"),
+                }
+            }
+            5 | 6 => {
+                let i = id(u128::from(rnd(80)) + 1);
+                let key = model.iter().find(|(_, x)| x.id == i).map(|(k, _)| *k);
+                assert_eq!(s.delete_marker(&live(), i).await.unwrap(), key.is_some());
+                if let Some(k) = key {
+                    model.remove(&k);
+                }
+            }
+            _ => {
+                let (a, b) = (t(rnd(70)), t(rnd(70)));
+                let (from, to) = (a.min(b), a.max(b));
+                let limit = rnd(7) + 1;
+                let got = all_pages(s.as_ref(), from, to, limit).await;
+                let want: Vec<Marker> = model
+                    .range((HlsTime(from), Uuid::nil())..(HlsTime(to), Uuid::nil()))
+                    .map(|(_, m)| m.clone())
+                    .collect();
+                assert_eq!(got, want, "step {step}: [{from}, {to}) by {limit}");
+            }
+        }
+    }
+    assert_eq!(s.count_markers(&live()).await.unwrap(), model.len() as u64);
+    assert!(model.len() > 10, "the walk inserted something");
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -698,6 +754,7 @@ conformance!(
     epochs_put_replace_list,
     version_changes_on_every_change,
     retention_drops_old_segments_and_markers,
+    random_operations_match_a_model,
 );
 
 // ---------------------------------------------------------------------------------------------
