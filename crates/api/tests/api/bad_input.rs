@@ -1,0 +1,322 @@
+//! The bad-input table: every parameter with garbage -> the right 4xx with the JSON error shape,
+//! and the server keeps serving.
+
+use crate::common::{TOKEN, TestServer, request};
+
+struct Case {
+    method: &'static str,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    status: u16,
+    code: &'static str,
+}
+
+fn get(path: &str, status: u16, code: &'static str) -> Case {
+    Case {
+        method: "GET",
+        path: path.to_owned(),
+        headers: vec![],
+        body: vec![],
+        status,
+        code,
+    }
+}
+
+fn post(body: &str, status: u16, code: &'static str) -> Case {
+    Case {
+        method: "POST",
+        path: "/markers".to_owned(),
+        headers: vec![
+            ("Authorization", format!("Bearer {TOKEN}")),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        body: body.as_bytes().to_vec(),
+        status,
+        code,
+    }
+}
+
+fn table() -> Vec<Case> {
+    let mut t = vec![
+        // GET /markers: times
+        get("/markers?from=abc", 400, "invalid_time"),
+        get("/markers?from=", 400, "invalid_time"),
+        get("/markers?to=", 400, "invalid_time"),
+        get("/markers?from=NaN", 400, "invalid_time"),
+        get("/markers?from=nan", 400, "invalid_time"),
+        get("/markers?from=inf", 400, "invalid_time"),
+        get("/markers?to=-infinity", 400, "invalid_time"),
+        get("/markers?from=1e400", 400, "invalid_time"),
+        get("/markers?from=1e300", 400, "invalid_time"),
+        get("/markers?to=-99999999999999999999", 400, "invalid_time"),
+        get("/markers?from=12%2C5", 400, "invalid_time"),
+        get("/markers?from=2026-13-01T00:00:00Z", 400, "invalid_time"),
+        get("/markers?from=2026-11-24", 400, "invalid_time"),
+        // A UTC bound before the stream began is the stream start (200), see routes/params.rs.
+        get("/markers?from=10&to=5", 400, "invalid_range"),
+        get(
+            "/markers?from=2026-11-24T07:00:05Z&to=2026-11-24T07:00:01Z",
+            400,
+            "invalid_range",
+        ),
+        // limit, seq, cursor, stream, unknown parameters
+        get("/markers?limit=0", 400, "invalid_limit"),
+        get("/markers?limit=1001", 400, "invalid_parameter"),
+        get("/markers?limit=-1", 400, "invalid_parameter"),
+        get("/markers?limit=abc", 400, "invalid_parameter"),
+        get("/markers?limit=", 400, "invalid_parameter"),
+        get("/markers?limit=1e3", 400, "invalid_parameter"),
+        get(
+            "/markers?limit=99999999999999999999999",
+            400,
+            "invalid_parameter",
+        ),
+        get("/markers?seq=abc", 400, "invalid_parameter"),
+        get("/markers?seq=-1", 400, "invalid_parameter"),
+        get(
+            "/markers?seq=18446744073709551615",
+            400,
+            "invalid_parameter",
+        ),
+        get("/markers?cursor=garbage", 400, "invalid_cursor"),
+        get("/markers?cursor=", 400, "invalid_cursor"),
+        get("/markers?cursor=1.zz", 400, "invalid_cursor"),
+        get("/markers?stream=", 400, "invalid_stream"),
+        get("/markers?stream=..%2Fetc", 400, "invalid_stream"),
+        get("/markers?stream=a%20b", 400, "invalid_stream"),
+        get(
+            &format!("/markers?stream={}", "x".repeat(65)),
+            400,
+            "invalid_stream",
+        ),
+        get("/markers?stream=nope", 404, "unknown_stream"),
+        get("/markers?form=1", 400, "invalid_query"),
+        get("/markers?from=1&from=2", 400, "invalid_query"),
+        // one marker
+        get("/markers/not-a-uuid", 400, "invalid_id"),
+        get(
+            "/markers/00000000-0000-4000-8000-000000000001",
+            404,
+            "marker_not_found",
+        ),
+        get(
+            "/markers/00000000-0000-4000-8000-000000000001?stream=..",
+            400,
+            "invalid_stream",
+        ),
+        // playlists
+        get("/hls/nope/index.m3u8", 404, "unknown_stream"),
+        get("/hls/bad.name/index.m3u8", 400, "invalid_stream"),
+        get("/hls/live/vod.m3u8?from=abc", 400, "invalid_time"),
+        get("/hls/live/vod.m3u8?from=inf", 400, "invalid_time"),
+        get("/hls/live/vod.m3u8?from=5&to=1", 400, "invalid_range"),
+        get("/hls/live/vod.m3u8?from=1000&to=2000", 404, "no_segments"),
+        get("/hls/live/vod.m3u8?start=1", 400, "invalid_query"),
+        // files: strict names, traversal in every spelling, aged out
+        get("/hls/live/../../Cargo.toml", 404, "not_found"),
+        get("/hls/live/..%2F..%2Fsecret.txt", 404, "not_found"),
+        get("/hls/live/%2e%2e%2f%2e%2e%2fsecret.txt", 404, "not_found"),
+        get("/hls/live/%2E%2E%2Fsecret.txt", 404, "not_found"),
+        get("/hls/live/..%5csecret.txt", 404, "not_found"),
+        get("/hls/live/%252e%252e%252fsecret.txt", 404, "not_found"),
+        get("/hls/%2e%2e/secret.txt", 400, "invalid_stream"),
+        get("/hls/%2e%2e/e0-init.mp4", 400, "invalid_stream"),
+        get("/hls/live/%2Fetc%2Fpasswd", 404, "not_found"),
+        get("/hls/live//etc/passwd", 404, "not_found"),
+        get("/hls/live/e0-init.mp4%00", 404, "not_found"),
+        get("/hls/live/e0-00000099.m4s", 404, "segment_not_found"),
+        get("/hls/live/index.m3u8.bak", 404, "not_found"),
+        get("/secret.txt", 404, "not_found"),
+        get("/..%2Fsecret.txt", 404, "not_found"),
+        // other routes
+        get("/timeline?stream=nope", 404, "unknown_stream"),
+        get("/timeline?x=1", 400, "invalid_query"),
+        get("/nope", 404, "not_found"),
+        get("/markers/live?stream=a/b", 400, "invalid_stream"),
+        get("/markers/live?stream=%2F", 400, "invalid_stream"),
+        // POST /markers: body
+        post("", 400, "invalid_json"),
+        post("{", 400, "invalid_json"),
+        post("[]", 400, "invalid_json"),
+        post("null", 400, "invalid_json"),
+        post(r#"{"label":"x"}"#, 400, "invalid_time"),
+        post(r#"{"label":"x","hls":1,"gen":1}"#, 400, "invalid_time"),
+        post(r#"{"label":"x","hls":1e400}"#, 400, "invalid_json"),
+        post(r#"{"label":"x","hls":1e300}"#, 400, "invalid_time"),
+        post(r#"{"label":"x","hls":"1"}"#, 400, "invalid_json"),
+        post(r#"{"label":"x","hls":NaN}"#, 400, "invalid_json"),
+        post(r#"{"label":"x","hls":-100}"#, 400, "time_out_of_range"),
+        post(r#"{"label":"x","gen":-100}"#, 400, "time_out_of_range"),
+        post(r#"{"label":"x","utc":"yesterday"}"#, 400, "invalid_time"),
+        post(
+            r#"{"label":"x","utc":"1999-01-01T00:00:00Z"}"#,
+            400,
+            "time_out_of_range",
+        ),
+        post(r#"{"label":"","hls":1}"#, 400, "invalid_label"),
+        post(r#"{"hls":1}"#, 400, "invalid_json"),
+        post(
+            r#"{"label":"x","hls":1,"kind":"Bad Kind"}"#,
+            400,
+            "invalid_kind",
+        ),
+        post(
+            r#"{"label":"x","hls":1,"duration":-1}"#,
+            400,
+            "invalid_duration",
+        ),
+        post(
+            r#"{"label":"x","hls":1,"duration":1e300}"#,
+            400,
+            "invalid_time",
+        ),
+        post(r#"{"label":"x","hls":1,"data":[1]}"#, 400, "invalid_data"),
+        post(r#"{"label":"x","hls":1,"data":"s"}"#, 400, "invalid_data"),
+        post(r#"{"label":"x","hls":1,"id":"xyz"}"#, 400, "invalid_json"),
+        post(
+            r#"{"label":"x","hls":1,"colour":"red"}"#,
+            400,
+            "invalid_json",
+        ),
+        post(
+            r#"{"label":"x","hls":1,"stream":"../x"}"#,
+            400,
+            "invalid_stream",
+        ),
+        post(
+            r#"{"label":"x","hls":1,"stream":"nope"}"#,
+            404,
+            "unknown_stream",
+        ),
+    ];
+    t.push(post(
+        &format!(r#"{{"label":"{}","hls":1}}"#, "x".repeat(257)),
+        400,
+        "invalid_label",
+    ));
+    t.push(post(
+        &format!(
+            r#"{{"label":"x","hls":1,"data":{{"k":"{}"}}}}"#,
+            "y".repeat(20_000)
+        ),
+        400,
+        "data_too_large",
+    ));
+    // Oversized body, wrong content type, token problems.
+    let mut big = post(
+        &format!(r#"{{"label":"{}"}}"#, "x".repeat(100_000)),
+        413,
+        "payload_too_large",
+    );
+    big.body.truncate(big.body.len());
+    t.push(big);
+    let mut wrong_type = post(r#"{"label":"x","hls":1}"#, 415, "unsupported_media_type");
+    wrong_type.headers[1].1 = "text/plain".to_owned();
+    t.push(wrong_type);
+    let mut form = post("label=x&hls=1", 415, "unsupported_media_type");
+    form.headers[1].1 = "application/x-www-form-urlencoded".to_owned();
+    t.push(form);
+    let mut no_token = post(r#"{"label":"x","hls":1}"#, 401, "unauthorized");
+    no_token.headers.remove(0);
+    t.push(no_token);
+    let mut wrong = post(r#"{"label":"x","hls":1}"#, 401, "unauthorized");
+    wrong.headers[0].1 = "Bearer wrong-token-0123456789".to_owned();
+    t.push(wrong);
+    let mut basic = post(r#"{"label":"x","hls":1}"#, 401, "unauthorized");
+    basic.headers[0].1 = format!("Basic {TOKEN}");
+    t.push(basic);
+    // Unauthenticated garbage is refused for the token before the body is looked at.
+    let mut garbage = post("{", 401, "unauthorized");
+    garbage.headers.remove(0);
+    t.push(garbage);
+    t.push(Case {
+        method: "DELETE",
+        path: "/markers/00000000-0000-4000-8000-000000000001".to_owned(),
+        headers: vec![],
+        body: vec![],
+        status: 401,
+        code: "unauthorized",
+    });
+    t.push(Case {
+        method: "PUT",
+        path: "/markers".to_owned(),
+        headers: vec![],
+        body: vec![],
+        status: 405,
+        code: "method_not_allowed",
+    });
+    t.push(Case {
+        method: "DELETE",
+        path: "/hls/live/index.m3u8".to_owned(),
+        headers: vec![],
+        body: vec![],
+        status: 405,
+        code: "method_not_allowed",
+    });
+    t
+}
+
+#[test]
+fn bad_input_table_answers_json_4xx_and_server_keeps_serving() {
+    let s = TestServer::start();
+    // A file next to the stream directories that no path may reach.
+    std::fs::write(s.data_dir().join("secret.txt"), "TOP-SECRET-CONTENT-42").unwrap();
+    std::fs::write(
+        s.data_dir().join("hls").join("secret.txt"),
+        "TOP-SECRET-CONTENT-42",
+    )
+    .unwrap();
+    let mut failures = Vec::new();
+    for c in table() {
+        let headers: Vec<(&str, &str)> = c.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = request(s.addr, c.method, &c.path, &headers, &c.body);
+        let code = if r.status >= 400 {
+            std::panic::catch_unwind(|| r.error_code())
+                .unwrap_or_else(|_| "<not the JSON error shape>".into())
+        } else {
+            String::new()
+        };
+        if r.status != c.status || code != c.code || r.text().contains("TOP-SECRET") {
+            failures.push(format!(
+                "{} {} -> {} {code} (want {} {}): {}",
+                c.method,
+                c.path.chars().take(100).collect::<String>(),
+                r.status,
+                c.status,
+                c.code,
+                r.text().chars().take(200).collect::<String>()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // Still serving.
+    assert_eq!(s.get("/healthz").status, 200);
+    assert_eq!(s.get("/markers?from=0&to=10").status, 200);
+    assert_eq!(s.get("/hls/live/index.m3u8").status, 200);
+    assert_eq!(s.get("/hls/live/e0-00000000.m4s").status, 200);
+}
+
+#[test]
+fn writes_without_a_configured_token_are_refused_with_a_hint() {
+    let s = TestServer::start_with(None, true, None);
+    let r = s.post_marker(&serde_json::json!({"label": "x", "hls": 1}));
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), "writes_disabled");
+    assert!(r.text().contains("HLSMARK_TOKEN"), "{}", r.text());
+    let r = request(
+        s.addr,
+        "DELETE",
+        "/markers/00000000-0000-4000-8000-000000000001",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 403);
+    // Reads still work.
+    assert_eq!(s.get("/markers").status, 200);
+}

@@ -1,0 +1,139 @@
+//! Markers over HTTP: created by HLS, GEN or UTC time and snapped to the frame, read back in every
+//! clock, idempotent by id, paged, deleted, and pushed live over SSE.
+
+use serde_json::json;
+
+use crate::common::{D, Sse, TOKEN, TestServer, request};
+
+fn ticks(v: &serde_json::Value) -> i64 {
+    v["hls_90k"].as_i64().unwrap()
+}
+
+#[test]
+fn markers_round_trip_in_every_clock() {
+    let s = TestServer::start();
+    // HLS 2.345 s is inside frame 70 (2.3333 s): the marker snaps to that frame's first tick.
+    let a = s.post_marker(
+        &json!({"label": "by hls", "hls": 2.345, "duration": 0.5, "data": {"score": 1}}),
+    );
+    assert_eq!(a.status, 201, "{}", a.text());
+    assert!(a.header("location").is_some());
+    let a = a.json();
+    assert_eq!(ticks(&a), 70 * 3_000);
+    assert_eq!(a["seq"], 2);
+    assert_eq!(a["kind"], "manual");
+    assert_eq!(a["utc"], "2026-11-24T07:00:02.333Z");
+    assert_eq!(a["duration_90k"], 45_000);
+    assert_eq!(a["data"]["score"], 1);
+    assert!((a["gen"].as_f64().unwrap() - 70.0 / 30.0).abs() < 1e-9);
+
+    // GEN 8.0 s is in epoch 1 (GEN starts at 7.5 s there, HLS at 6 s): HLS 6.5 s, seq 6.
+    let b = s.post_marker(&json!({"label": "by gen", "gen": 8.0, "kind": "detector.v2"}));
+    assert_eq!(b.status, 201, "{}", b.text());
+    let b = b.json();
+    assert_eq!(ticks(&b), 6 * D + D / 2);
+    assert_eq!(b["seq"], 6);
+    assert_eq!(b["utc"], "2026-11-24T07:00:08.000Z");
+
+    // UTC 07:00:09.010 is in epoch 1 at HLS 7.51 s -> frame 225 of the stream = 7.5 s.
+    let c = s.post_marker(&json!({"label": "by utc", "utc": "2026-11-24T08:00:09.010+01:00"}));
+    assert_eq!(c.status, 201, "{}", c.text());
+    let c = c.json();
+    assert_eq!(ticks(&c), 7 * D + D / 2);
+    assert_eq!(c["gen"].as_f64().unwrap(), 9.0);
+    assert_eq!(c["utc"], "2026-11-24T07:00:09.000Z");
+
+    // Query by HLS seconds, by RFC 3339, with client times for a player that joined at seq 2.
+    let all = s.get("/markers?from=0&to=100").json();
+    let ids: Vec<_> = all["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![a["id"].clone(), b["id"].clone(), c["id"].clone()]);
+    assert_eq!(all["next_cursor"], serde_json::Value::Null);
+    assert_eq!(all["stream"], "live");
+
+    let by_utc = s
+        .get("/markers?from=2026-11-24T07:00:08Z&to=2026-11-24T07:00:09.5Z")
+        .json();
+    let ids: Vec<_> = by_utc["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![b["id"].clone(), c["id"].clone()]);
+
+    let with_client = s.get("/markers?seq=2").json();
+    let m = &with_client["markers"].as_array().unwrap();
+    assert!((m[0]["client"].as_f64().unwrap() - (70.0 / 30.0 - 2.0)).abs() < 1e-9);
+    // Across the discontinuity: 6.5 - 2 (no gap: epoch 0 ended exactly at 6 s).
+    assert!((m[1]["client"].as_f64().unwrap() - 4.5).abs() < 1e-9);
+    assert!(
+        s.get("/markers").json()["markers"][0]
+            .get("client")
+            .is_none()
+    );
+
+    // Paging with the cursor visits every marker once.
+    let mut seen = Vec::new();
+    let mut path = "/markers?limit=1".to_owned();
+    loop {
+        let page = s.get(&path).json();
+        for m in page["markers"].as_array().unwrap() {
+            seen.push(m["id"].clone());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/markers?limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3);
+
+    // One marker; idempotent re-POST; conflicting re-POST; delete.
+    let id = a["id"].as_str().unwrap();
+    assert_eq!(s.get(&format!("/markers/{id}")).json(), a);
+    let again = s.post_marker(
+        &json!({"id": id, "label": "by hls", "hls": 2.34, "duration": 0.5, "data": {"score": 1}}),
+    );
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json(), a);
+    let conflict = s.post_marker(&json!({"id": id, "label": "other", "hls": 2.34}));
+    assert_eq!(conflict.status, 409);
+    assert_eq!(conflict.error_code(), "conflict");
+    let auth = format!("Bearer {TOKEN}");
+    let del = request(
+        s.addr,
+        "DELETE",
+        &format!("/markers/{id}"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(del.status, 204);
+    assert_eq!(s.get(&format!("/markers/{id}")).status, 404);
+    let del = request(
+        s.addr,
+        "DELETE",
+        &format!("/markers/{id}"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(del.error_code(), "marker_not_found");
+}
+
+#[test]
+fn sse_delivers_a_posted_marker() {
+    let s = TestServer::start();
+    let mut feed = Sse::connect(s.addr, "/markers/live");
+    let mut other = Sse::connect(s.addr, "/markers/live?stream=live");
+    let posted = s
+        .post_marker(&json!({"label": "live one", "hls": 3.0}))
+        .json();
+    let got = feed.next_marker();
+    assert_eq!(got, posted);
+    assert_eq!(other.next_marker()["id"], posted["id"]);
+    let metrics = s.get("/metrics").text();
+    assert!(metrics.contains("hlsmark_sse_clients 2\n"), "{metrics}");
+}
