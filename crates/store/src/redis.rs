@@ -7,7 +7,7 @@
 //! | key                        | type | content                                        |
 //! |----------------------------|------|------------------------------------------------|
 //! | `{p}:streams`              | set  | names of streams with an epoch, segment or marker |
-//! | `{p}:{s}:ver`              | int  | version, `INCR` on every change                |
+//! | `{p}:{s}:ver`              | int  | version, `INCR` on every change (starts at server time in µs) |
 //! | `{p}:{s}:m:idx`            | zset | all scores 0, members `{hls}:{id}` (lex order = (hls, id)) |
 //! | `{p}:{s}:m:body`           | hash | `{id}` -> marker JSON                          |
 //! | `{p}:{s}:m:pos`            | hash | `{id}` -> its `m:idx` member (for delete)      |
@@ -60,7 +60,26 @@ const FEED_CAPACITY: usize = 4096;
 /// Markers per script call in [`Store::insert_markers`] and per retention batch.
 const BATCH: usize = 1000;
 
-const INSERT: &str = r"
+/// Lua prelude of every writing script: `bump(key)` increments a stream's version. A missing
+/// version starts at the server's clock in microseconds, so after Redis lost its data (no
+/// persistence, flushed) versions still move forward and never repeat one a cache holds.
+macro_rules! lua_bump {
+    () => {
+        r"
+local function bump(k)
+  if redis.call('EXISTS', k) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', k, t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+  return redis.call('INCR', k)
+end
+"
+    };
+}
+
+const INSERT: &str = concat!(
+    lua_bump!(),
+    r"
 -- KEYS: idx body pos ver streams; ARGV: stream channel (id member json)...
 local out = {}
 local added = 0
@@ -79,22 +98,26 @@ for i = 3, #ARGV, 3 do
   end
 end
 if added > 0 then
-  redis.call('INCR', KEYS[4])
+  bump(KEYS[4])
   redis.call('SADD', KEYS[5], ARGV[1])
 end
 return out
-";
+"
+);
 
-const DELETE: &str = r"
+const DELETE: &str = concat!(
+    lua_bump!(),
+    r"
 -- KEYS: idx body pos ver; ARGV: id
 local m = redis.call('HGET', KEYS[3], ARGV[1])
 if not m then return 0 end
 redis.call('ZREM', KEYS[1], m)
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('INCR', KEYS[4])
+bump(KEYS[4])
 return 1
-";
+"
+);
 
 const QUERY: &str = r"
 -- KEYS: idx body streams; ARGV: min max count stream. Nil = unknown stream.
@@ -115,7 +138,9 @@ if n == 0 and redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return -1 end
 return n
 ";
 
-const APPEND_SEGMENT: &str = r"
+const APPEND_SEGMENT: &str = concat!(
+    lua_bump!(),
+    r"
 -- KEYS: seg segseq seghls segpos ver streams; ARGV: seq json hlsmember stream
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old == ARGV[2] then return 0 end
@@ -127,10 +152,11 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
-redis.call('INCR', KEYS[5])
+bump(KEYS[5])
 redis.call('SADD', KEYS[6], ARGV[4])
 return 1
-";
+"
+);
 
 const LAST_SEGMENTS: &str = r"
 -- KEYS: segseq seg; ARGV: n
@@ -150,16 +176,21 @@ if #seqs == 0 then return {} end
 return redis.call('HMGET', KEYS[2], unpack(seqs))
 ";
 
-const PUT_EPOCH: &str = r"
+const PUT_EPOCH: &str = concat!(
+    lua_bump!(),
+    r"
 -- KEYS: epochs ver streams; ARGV: index json stream
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('INCR', KEYS[2])
+bump(KEYS[2])
 redis.call('SADD', KEYS[3], ARGV[3])
 return 1
-";
+"
+);
 
-const DROP_SEGMENTS: &str = r"
+const DROP_SEGMENTS: &str = concat!(
+    lua_bump!(),
+    r"
 -- KEYS: seg segseq seghls segpos ver; ARGV: seq...
 for _, s in ipairs(ARGV) do
   local m = redis.call('HGET', KEYS[4], s)
@@ -168,11 +199,14 @@ for _, s in ipairs(ARGV) do
   redis.call('HDEL', KEYS[4], s)
   redis.call('ZREM', KEYS[2], s)
 end
-if #ARGV > 0 then redis.call('INCR', KEYS[5]) end
+if #ARGV > 0 then bump(KEYS[5]) end
 return #ARGV
-";
+"
+);
 
-const DROP_MARKERS: &str = r"
+const DROP_MARKERS: &str = concat!(
+    lua_bump!(),
+    r"
 -- KEYS: idx body pos ver; ARGV: max batch
 local ms = redis.call('ZRANGEBYLEX', KEYS[1], '-', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, m in ipairs(ms) do
@@ -181,9 +215,10 @@ for _, m in ipairs(ms) do
   redis.call('HDEL', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
 end
-if #ms > 0 then redis.call('INCR', KEYS[4]) end
+if #ms > 0 then bump(KEYS[4]) end
 return #ms
-";
+"
+);
 
 /// Ticks as 16 hex digits whose byte order is numeric order (sign bit flipped).
 fn hex_ticks(ticks: i64) -> String {

@@ -966,3 +966,34 @@ async fn embedded_file_held_elsewhere_names_the_way_out() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn redis_versions_move_forward_after_data_loss() {
+    // No persistence: a restart comes back empty, as after a FLUSHALL or a lost volume.
+    let mut h = Harness::redis().await;
+    h.store
+        .insert_marker(&marker(&live(), SEC, 1))
+        .await
+        .unwrap();
+    let before = h.store.version(&live()).await.unwrap();
+    h.redis.as_mut().unwrap().restart();
+    let deadline = Instant::now() + PATIENCE;
+    while h.store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "store did not reconnect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        h.store.version(&live()).await.unwrap(),
+        0,
+        "the data is gone"
+    );
+    h.store
+        .insert_marker(&marker(&live(), SEC, 2))
+        .await
+        .unwrap();
+    let after = h.store.version(&live()).await.unwrap();
+    assert!(
+        after > before,
+        "a cache keyed by version {before} must not see it again ({after})"
+    );
+}
