@@ -59,7 +59,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Inserts many markers with the semantics of [`Store::insert_marker`] for each, batched by the
     /// backend (one transaction or one pipeline per chunk). All are validated before any is
-    /// written; a conflict fails the call (markers of earlier chunks stay written).
+    /// written; a conflict fails the call, and then the other markers of the call may or may not
+    /// have been written (retrying without the conflicting one is safe: inserts are idempotent).
     async fn insert_markers(&self, markers: &[Marker]) -> Result<Vec<InsertOutcome>> {
         let mut out = Vec::with_capacity(markers.len());
         for m in markers {
