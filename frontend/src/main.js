@@ -61,7 +61,7 @@ const player = videojs('player', {
   aspectRatio: '16:9',
   preload: 'auto',
   playbackRates: [],
-  liveTracker: { trackingThreshold: 0, liveTolerance: 3 },
+  liveTracker: { trackingThreshold: 0, liveTolerance: 2 },
   html5: {
     // Always VHS over MSE (Chromium now has native HLS too): the clock mapping below reads VHS's
     // segment timing, and every browser then behaves the same.
@@ -292,7 +292,13 @@ async function backToLive({ play = true } = {}) {
     await loadSource(liveUrl(stream));
   }
   if (play) {
-    player.liveTracker?.seekToLiveEdge();
+    // Not liveTracker.seekToLiveEdge(): it does nothing while video.js still counts the position as
+    // "at the edge" (its own tolerance), and the button promises a jump.
+    const lt = player.liveTracker;
+    const edge = lt?.liveCurrentTime();
+    if (Number.isFinite(edge)) {
+      player.currentTime(edge);
+    }
     await player.play()?.catch(() => {});
   }
   setSelected(null);
@@ -483,6 +489,11 @@ function showError(text) {
 const goLiveBtn = $('go-live');
 goLiveBtn.addEventListener('click', () => { backToLive().catch((e) => showError(e.message)); });
 
+/** Behind the live point by more than this shows "Go live" (the edge moves in segment steps). */
+function liveThreshold() {
+  return Math.max(2, 2 * ticksToSecs(state.timeline?.segmentTicks ?? 90000));
+}
+
 /** How far behind the live player's point the position is (video.js's live tracker). */
 function behindLivePointSecs() {
   const lt = player.liveTracker;
@@ -513,7 +524,7 @@ function updatePosition() {
   const behindPoint = behindLivePointSecs();
   goLiveBtn.textContent = 'Go live \u25B6\u25B6';
   goLiveBtn.setAttribute('aria-label', 'Go to the live edge');
-  const threshold = Math.max(2.5, 2 * ticksToSecs(state.timeline?.segmentTicks ?? 90000));
+  const threshold = liveThreshold();
   const atEdge = behindPoint !== null && behindPoint <= threshold && !player.paused();
   goLiveBtn.hidden = atEdge || behindPoint === null;
   // Behind live as in the table: newest media in the playlist minus the frame on screen.

@@ -59,6 +59,19 @@ function state() {
   });
 }
 
+/** Waits for `pred(state)`; a timeout reports the last state seen. */
+async function waitState(what, pred, timeoutMs) {
+  let last;
+  try {
+    return await waitUntil(what, async () => {
+      last = await state();
+      return pred(last);
+    }, timeoutMs);
+  } catch (err) {
+    throw new Error(`${err.message}\nlast state: ${JSON.stringify(last, null, 1)}`);
+  }
+}
+
 async function markersInPage() {
   return page.evaluate(() => [...window.hlsmark.markers.values()].map((m) => ({
     ...m,
@@ -202,10 +215,7 @@ describe('player page', () => {
     const behind = await state();
     assert.ok(behind.liveCurrentTime - behind.currentTime > 2, `behind live by ${behind.liveCurrentTime - behind.currentTime}`);
     await page.click('#go-live');
-    await waitUntil('the live edge', async () => {
-      const s = await state();
-      return !s.paused && s.liveCurrentTime - s.currentTime < 3.5 && s.goLiveHidden;
-    }, 10000);
+    await waitState('the live edge', (s) => !s.paused && s.liveCurrentTime - s.currentTime < 3.5 && s.goLiveHidden, 10000);
   });
 
   test('5. an archived marker plays from the VOD playlist, and "back to live" returns', async () => {
