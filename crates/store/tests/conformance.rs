@@ -997,3 +997,56 @@ async fn redis_versions_move_forward_after_data_loss() {
         "a cache keyed by version {before} must not see it again ({after})"
     );
 }
+
+/// A real crash: another process writes markers (each acknowledged after its commit returned) and is
+/// SIGKILLed mid-run. While it runs, this process cannot open the file and is told why; after the
+/// kill, every acknowledged marker is in the file and the store works.
+#[tokio::test]
+async fn embedded_survives_a_killed_writer_process() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.redb");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_store-crash-writer"))
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = 0u64;
+    while acked < 200 {
+        acked = lines
+            .next()
+            .expect("writer exited early")
+            .unwrap()
+            .parse()
+            .unwrap();
+    }
+    let err = open(&path.to_string_lossy(), "t").await.unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Lines the writer printed before it died are acknowledged too.
+    for line in lines {
+        match line {
+            Ok(l) => acked = l.parse().unwrap_or(acked),
+            Err(_) => break,
+        }
+    }
+    let store = open(&path.to_string_lossy(), "t").await.unwrap();
+    for n in 1..=acked {
+        let m = store.get_marker(&live(), id(u128::from(n))).await.unwrap();
+        assert!(m.is_some(), "acknowledged marker {n} of {acked} lost");
+    }
+    let count = store.count_markers(&live()).await.unwrap();
+    assert!(
+        count == acked || count == acked + 1,
+        "{count} markers, {acked} acknowledged"
+    );
+    store
+        .insert_marker(&marker(&live(), 0, 1 << 100))
+        .await
+        .unwrap();
+}
