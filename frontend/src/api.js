@@ -20,7 +20,7 @@ export function fetchTimeline(stream) {
 }
 
 /** Every marker in [from, to) (HLS seconds), following cursors up to `maxPages` pages. */
-export async function fetchMarkers(stream, from, to, maxPages = 20) {
+export async function fetchMarkers(stream, from, to, maxPages = 5) {
   const out = [];
   let cursor = null;
   for (let page = 0; page < maxPages; page++) {
@@ -44,7 +44,7 @@ export function vodUrl(stream, fromSecs, toSecs) {
 }
 
 /** Opens the live marker feed (Server-Sent Events); `onMarker` gets each parsed marker. */
-export function openMarkerFeed(stream, { onMarker, onState }) {
+export function openMarkerFeed(stream, { onMarker, onState, onLagged }) {
   const es = new EventSource(`/markers/live?stream=${encodeURIComponent(stream)}`);
   es.addEventListener('open', () => onState('open'));
   es.addEventListener('error', () => onState(es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting'));
@@ -55,5 +55,7 @@ export function openMarkerFeed(stream, { onMarker, onState }) {
       console.warn('hlsmark: bad marker event', err);
     }
   });
+  // The server dropped events for a slow reader: the caller re-reads the history once.
+  es.addEventListener('lagged', () => onLagged?.());
   return es;
 }

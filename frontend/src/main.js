@@ -572,6 +572,7 @@ async function start() {
   // (ids de-duplicate).
   openMarkerFeed(stream, {
     onMarker: (m) => addMarker(m, { fresh: true }),
+    onLagged: () => loadHistory(),
     onState: (s) => {
       setFeed(s);
       if (s === 'open' && feedSeenOpen) loadHistory(); // catch up after a reconnect
