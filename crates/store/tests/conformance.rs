@@ -886,6 +886,7 @@ async fn redis_kill_and_restart_loses_nothing_acknowledged() {
             "query took {:?}",
             t.elapsed()
         );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
     // Back on the same port: the same handles recover without being told.
