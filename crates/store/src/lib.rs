@@ -33,8 +33,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A slow receiver sees `RecvError::Lagged` and should re-query the range it missed.
 pub type MarkerFeed = tokio::sync::broadcast::Receiver<Marker>;
 
-/// Opens the store named by `spec`: a `redis://` (or `rediss://`, `redis+unix://`) URL selects the
-/// shared Redis backend with every key under `{prefix}:`; anything else is the path of the
+/// Opens the store named by `spec`: a `redis://` (or `redis+unix://`) URL selects the shared Redis
+/// backend with every key under `{prefix}:` (`rediss://` is recognised but this build has no TLS:
+/// it is refused with a clear error, not mistaken for a file); anything else is the path of the
 /// embedded redb file (parent directories are created; `prefix` is not used there, the file is
 /// the namespace). Opening the same file twice in one process returns the same handle.
 pub async fn open(spec: &str, prefix: &str) -> Result<Arc<dyn Store>> {
@@ -52,8 +53,9 @@ pub async fn open(spec: &str, prefix: &str) -> Result<Arc<dyn Store>> {
 /// long; a backend that cannot be reached answers [`ErrorKind::Unavailable`] within a second.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Inserts a marker (any time order). Idempotent by id: the same marker again is
-    /// [`InsertOutcome::AlreadyExists`]; a different marker with the same id is a `Conflict` error.
+    /// Inserts a marker (any time order). Idempotent by id: the same marker again (every field but
+    /// `created_at` equal, see [`Marker::same_content`]) is [`InsertOutcome::AlreadyExists`]; a
+    /// different marker with the same id is a `Conflict` error.
     /// The marker is validated first ([`Marker::validate`]).
     async fn insert_marker(&self, marker: &Marker) -> Result<InsertOutcome>;
 

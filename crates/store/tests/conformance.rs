@@ -1058,3 +1058,13 @@ async fn embedded_survives_a_killed_writer_process() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn tls_redis_url_is_refused_clearly_not_taken_for_a_file() {
+    let port = hlsmark_testkit::free_port();
+    let err = open(&format!("rediss://127.0.0.1:{port}/"), "t")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(!std::path::Path::new("rediss:").exists());
+}
