@@ -333,6 +333,7 @@ impl Ctx {
                 .name(format!("pump-e{}", epoch.index))
                 .spawn(move || {
                     let mut out = std::fs::File::from(stdin);
+                    grow_pipe(&out);
                     let end = pump(&spec, &mut out, &stop, &written);
                     drop(out); // EOF: ffmpeg finishes the last segment and exits
                     let _ = done_tx.send(end);
@@ -410,6 +411,15 @@ impl Ctx {
         };
         tracing::info!(epoch = epoch.index, frames, status = %status_text, ?end, "ffmpeg exited");
         Ok((end, frames))
+    }
+}
+
+/// A 1 MiB pipe (Linux's default `pipe-max-size`) instead of 64 KiB: a 720p frame then crosses in
+/// a few wake-ups instead of ~40, which is most of the generator's CPU while live.
+fn grow_pipe(f: &std::fs::File) {
+    const WANT: i32 = 1 << 20;
+    if let Err(e) = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETPIPE_SZ(WANT)) {
+        tracing::debug!(error = %e, "could not enlarge ffmpeg's stdin pipe; using the default size");
     }
 }
 
