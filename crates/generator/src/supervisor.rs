@@ -711,6 +711,38 @@ mod tests {
     }
 
     #[test]
+    fn lost_events_are_reanchored_when_still_active_else_dropped() {
+        let spec = cfg().schedule();
+        let ev: Vec<_> = EventSchedule::new(spec).take(10).collect();
+        let mut r = Releaser {
+            schedule: EventSchedule::new(spec),
+            seed: 1,
+            stream: StreamName::live(),
+        };
+        // A new epoch starts in the middle of event 5: events 1-4 lost their first frame and ended.
+        let g0 = ev[4].start + 3;
+        let mut dropped = 0;
+        assert_eq!(r.start_epoch(g0, false, &mut dropped), Some(ev[4]));
+        assert_eq!(dropped, 4);
+        assert_eq!(r.schedule.peek(), ev[5]);
+        // Between events nothing is re-anchored; at process start old events are not counted.
+        let mut r = Releaser {
+            schedule: EventSchedule::new(spec),
+            seed: 1,
+            stream: StreamName::live(),
+        };
+        let mut dropped = 0;
+        assert_eq!(r.start_epoch(ev[2].end(), true, &mut dropped), None);
+        assert_eq!(dropped, 0);
+        // The re-anchored marker starts on the epoch's first frame and lasts the rest of the event.
+        let (e0, _, _) = plan_epoch(&StreamState::default(), &cfg(), UtcTime(T0));
+        let m = r.marker(&ev[4], &e0, 0, ev[4].end() - g0);
+        assert_eq!(m.hls, e0.hls_start);
+        assert_eq!(m.duration, Duration90k((ev[4].frames - 3) * 3_000));
+        assert_eq!(m.label, "event #5");
+    }
+
+    #[test]
     fn marker_ids_are_deterministic_per_stream_and_event() {
         let live = StreamName::live();
         let other = StreamName::new("cam2").unwrap();

@@ -434,6 +434,11 @@ async fn killed_ffmpeg_restarts_as_a_new_epoch_and_markers_stay_exact() {
     let seqs: Vec<_> = segs.iter().map(|x| x.seq).collect();
     let want: Vec<_> = (0..=*seqs.last().unwrap()).collect();
     assert_eq!(seqs, want, "no gap in the sequence");
+    // The graceful stop let ffmpeg finish its last (short) segment, and it was published.
+    let pl = std::fs::read_to_string(s.dir.join(".ffmpeg-e1.m3u8")).unwrap();
+    assert!(pl.contains("#EXT-X-ENDLIST"));
+    let last_listed = pl.lines().rfind(|l| l.ends_with(".m4s")).unwrap();
+    assert_eq!(last_listed, segs.last().unwrap().file);
     for seg in segs.iter().filter(|x| x.epoch == 1) {
         assert_eq!(s.first_pts(seg), seg.hls_start.ticks(), "{}", seg.file);
     }
