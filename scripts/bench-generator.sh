@@ -15,7 +15,7 @@ BIN=$PWD/target/release/hlsmark
 TMP=$(mktemp -d)
 trap 'kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$TMP"' EXIT
 
-RUST_LOG=warn "$BIN" generate --data-dir "$TMP" --width 1280 --height 720 --fps 30 \
+RUST_LOG=info NO_COLOR=1 "$BIN" generate --data-dir "$TMP" --width 1280 --height 720 --fps 30 \
   --segment-duration 1s --realtime true 2>"$TMP/generator.log" &
 PID=$!
 HZ=$(getconf CLK_TCK)
@@ -41,3 +41,5 @@ awk -v c0="$C0" -v c1="$C1" -v t0="$T0" -v t1="$T1" -v hz="$HZ" -v rss="$RSS" -v
   printf "generator 1280x720@30 live for %.1f s: CPU %.2f %% of one core (target <= 3 %%), RSS %.1f MB (peak %.1f MB, target <= 30 MB)\n", t1 - t0, cpu, rss / 1024, hwm / 1024
   printf "segments written: %d; exit status after SIGTERM: %d; ffmpeg CPU time so far (not counted): %s s\n", segs, status, ffcpu
 }'
+LAG=$(grep -o 'max_publish_lag_ms: [0-9]*' "$TMP/generator.log" | tail -1 || true)
+echo "segment publish lag (ffmpeg's last write -> store queue), worst: ${LAG#max_publish_lag_ms: } ms (target <= 100 ms)"

@@ -71,6 +71,8 @@ pub struct Report {
     /// Whether every queued record was written before exit.
     pub flushed: bool,
     pub last_seq: Option<SeqNo>,
+    /// Longest time from ffmpeg finishing a segment file to its record entering the store queue.
+    pub max_publish_lag_ms: u64,
 }
 
 /// Runs the generator until `shutdown` resolves (then closes ffmpeg's input, waits for the last

@@ -214,7 +214,14 @@ impl Ctx {
             file,
             init_file: Some(ffmpeg::init_name(e.index)),
         };
-        tracing::debug!(seq, frames, hls_start = ?seg.hls_start, "segment finished");
+        // How long after ffmpeg finished the file it reached the store queue.
+        let lag_ms = std::fs::metadata(self.dir.join(&seg.file))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.report.max_publish_lag_ms = self.report.max_publish_lag_ms.max(lag_ms);
+        tracing::debug!(seq, frames, lag_ms, hls_start = ?seg.hls_start, "segment finished");
         self.latest_end
             .store(seg.hls_end().ticks(), Ordering::Release);
         self.send(Op::Segment(seg.clone()));
@@ -286,6 +293,7 @@ impl Ctx {
         &mut self,
         epoch: Epoch,
         g0: i64,
+        start: Instant,
         max_frames: Option<i64>,
     ) -> Result<(EpochEnd, i64), GeneratorError> {
         let job = FfmpegJob {
@@ -301,7 +309,6 @@ impl Ctx {
         let playlist = ffmpeg::private_playlist(&self.dir, epoch.index);
         // A replaced epoch (no segment published) may have left its playlist behind.
         let _ = std::fs::remove_file(&playlist);
-        let start = Instant::now();
         let mut child = ffmpeg::spawn(&self.cfg.ffmpeg, &job)?;
         let stdin = child
             .stdin
@@ -585,7 +592,10 @@ async fn supervise(ctx: &mut Ctx) -> Result<(), GeneratorError> {
         if *ctx.stop_rx.borrow() {
             return Ok(());
         }
-        let (epoch, g0, close) = plan_epoch(&ctx.state, &ctx.cfg, UtcTime::now());
+        // The UTC anchor and the pacing origin are read together: frame n is due at
+        // `start + n / fps` and its PDT is `utc_start + n / fps`.
+        let (now, start) = (UtcTime::now(), Instant::now());
+        let (epoch, g0, close) = plan_epoch(&ctx.state, &ctx.cfg, now);
         if let Some(prev) = close {
             ctx.send(Op::Epoch(prev));
         }
@@ -593,7 +603,7 @@ async fn supervise(ctx: &mut Ctx) -> Result<(), GeneratorError> {
         ctx.state.last_epoch = Some(epoch);
         ctx.state.frames_in_last = 0;
         let started = Instant::now();
-        let (end, frames) = ctx.run_epoch(epoch, g0, remaining).await?;
+        let (end, frames) = ctx.run_epoch(epoch, g0, start, remaining).await?;
         ctx.state.frames_in_last = frames;
         if let Some(r) = remaining.as_mut() {
             *r -= frames;
