@@ -45,6 +45,12 @@ impl ApiError {
 /// The table: store error kind -> status; store error variant -> code.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        Self::from(&e)
+    }
+}
+
+impl From<&StoreError> for ApiError {
+    fn from(e: &StoreError) -> Self {
         let status = match e.kind() {
             ErrorKind::Invalid => StatusCode::BAD_REQUEST,
             ErrorKind::UnknownStream => StatusCode::NOT_FOUND,
@@ -52,7 +58,7 @@ impl From<StoreError> for ApiError {
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let code = match &e {
+        let code = match e {
             StoreError::InvalidStream(_) => "invalid_stream",
             StoreError::LabelLength(_) => "invalid_label",
             StoreError::InvalidKind(_) => "invalid_kind",

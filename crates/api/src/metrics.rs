@@ -12,8 +12,10 @@ const BUCKETS: [f64; 12] = [
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 ];
 
+/// Counts and latency of one route (one lock, no allocation per request once the route is known).
 #[derive(Debug, Default)]
-struct Histogram {
+struct RouteStats {
+    by_status: Vec<(&'static str, u16, u64)>,
     buckets: [u64; BUCKETS.len()],
     count: u64,
     sum_secs: f64,
@@ -22,8 +24,7 @@ struct Histogram {
 /// Process-wide counters of one API server.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(String, &'static str, u16), u64>>,
-    latency: Mutex<HashMap<String, Histogram>>,
+    routes: Mutex<HashMap<String, RouteStats>>,
     pub open_connections: AtomicI64,
     pub sse_clients: AtomicI64,
     pub store_errors: AtomicU64,
@@ -66,33 +67,45 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let secs = elapsed.as_secs_f64();
-        if let Ok(mut m) = self.requests.lock() {
-            let key = (route.to_owned(), method_label(method), status);
-            *m.entry(key).or_default() += 1;
+        let method = method_label(method);
+        let Ok(mut m) = self.routes.lock() else {
+            return;
+        };
+        let r = match m.get_mut(route) {
+            Some(r) => r,
+            None => m.entry(route.to_owned()).or_default(),
+        };
+        match r
+            .by_status
+            .iter_mut()
+            .find(|(me, st, _)| *me == method && *st == status)
+        {
+            Some(row) => row.2 += 1,
+            None => r.by_status.push((method, status, 1)),
         }
-        if let Ok(mut m) = self.latency.lock() {
-            let h = match m.get_mut(route) {
-                Some(h) => h,
-                None => m.entry(route.to_owned()).or_default(),
-            };
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.buckets[i] += 1;
-                }
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                r.buckets[i] += 1;
             }
-            h.count += 1;
-            h.sum_secs += secs;
         }
+        r.count += 1;
+        r.sum_secs += secs;
     }
 
     /// The Prometheus text exposition; `gauges` are extra values read at scrape time.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut s = String::with_capacity(4096);
         s.push_str("# HELP hlsmark_http_requests_total HTTP requests by route, method and status.\n# TYPE hlsmark_http_requests_total counter\n");
-        if let Ok(m) = self.requests.lock() {
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort();
-            for ((route, method, status), n) in rows {
+        let routes = self.routes.lock();
+        let mut rows: Vec<_> = routes
+            .as_ref()
+            .map(|m| m.iter().collect())
+            .unwrap_or_default();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        for (route, r) in &rows {
+            let mut by_status = r.by_status.clone();
+            by_status.sort();
+            for (method, status, n) in by_status {
                 let _ = writeln!(
                     s,
                     "hlsmark_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
@@ -101,25 +114,23 @@ impl Metrics {
             }
         }
         s.push_str("# HELP hlsmark_http_request_duration_seconds Request latency by route.\n# TYPE hlsmark_http_request_duration_seconds histogram\n");
-        if let Ok(m) = self.latency.lock() {
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort_by(|a, b| a.0.cmp(b.0));
-            for (route, h) in rows {
-                let r = escape(route);
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        s,
-                        "hlsmark_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{b}\"}} {}",
-                        h.buckets[i]
-                    );
-                }
+        for (route, h) in &rows {
+            let r = escape(route);
+            for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     s,
-                    "hlsmark_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}\nhlsmark_http_request_duration_seconds_sum{{route=\"{r}\"}} {}\nhlsmark_http_request_duration_seconds_count{{route=\"{r}\"}} {}",
-                    h.count, h.sum_secs, h.count
+                    "hlsmark_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{b}\"}} {}",
+                    h.buckets[i]
                 );
             }
+            let _ = writeln!(
+                s,
+                "hlsmark_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}\nhlsmark_http_request_duration_seconds_sum{{route=\"{r}\"}} {}\nhlsmark_http_request_duration_seconds_count{{route=\"{r}\"}} {}",
+                h.count, h.sum_secs, h.count
+            );
         }
+        drop(rows);
+        drop(routes);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let counters = [
             (

@@ -2,9 +2,11 @@
 //! and rendered live playlist) cached by `Store::version`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use hlsmark_clock::{Duration90k, HlsTime, Segment, Timeline};
 use hlsmark_playlist::{DateRange, Kind};
 use hlsmark_store::{ErrorKind, RangeQuery, Store, StoreError, StreamName};
@@ -20,6 +22,9 @@ pub const MAX_ABS_TICKS: i64 = 10_000 * 366 * 86_400 * 90_000;
 const DATERANGE_LOOKBACK: Duration90k = Duration90k::from_secs(600);
 /// At most this many markers become date ranges in one live playlist.
 const MAX_DATERANGES: usize = 2_000;
+
+/// One in-flight `Store::version` call that concurrent requests share.
+type VersionCheck = Shared<BoxFuture<'static, Result<u64, Arc<StoreError>>>>;
 
 /// One stream as of one store version.
 #[derive(Debug)]
@@ -48,6 +53,7 @@ pub struct AppState {
     pub files: FileCache,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     views: RwLock<HashMap<StreamName, Arc<StreamView>>>,
+    version_checks: Mutex<HashMap<StreamName, VersionCheck>>,
 }
 
 impl AppState {
@@ -63,20 +69,50 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             shutdown,
             views: RwLock::new(HashMap::new()),
+            version_checks: Mutex::new(HashMap::new()),
         }
     }
 
     /// Counts store failures for `/metrics` and turns them into API errors.
     pub fn track<T>(&self, r: Result<T, StoreError>) -> Result<T, ApiError> {
-        r.map_err(|e| {
-            if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Internal) {
-                self.metrics
-                    .store_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(error = %e, "store call failed");
+        r.map_err(|e| self.store_error(&e))
+    }
+
+    fn store_error(&self, e: &StoreError) -> ApiError {
+        if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Internal) {
+            self.metrics
+                .store_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %e, "store call failed");
+        }
+        ApiError::from(e)
+    }
+
+    /// The stream's store version. Requests that arrive while a `version` call for the stream is
+    /// in flight share its answer (it was read after they arrived, give or take one store round
+    /// trip), so a burst of playlist requests costs one store call, not one each.
+    async fn version(&self, stream: &StreamName) -> Result<u64, Arc<StoreError>> {
+        let check = {
+            let Ok(mut map) = self.version_checks.lock() else {
+                return self.store.version(stream).await.map_err(Arc::new);
+            };
+            match map.get(stream) {
+                Some(c) if c.peek().is_none() => c.clone(),
+                _ => {
+                    let (store, s) = (self.store.clone(), stream.clone());
+                    let c = async move { store.version(&s).await.map_err(Arc::new) }
+                        .boxed()
+                        .shared();
+                    if map.len() >= 1024 {
+                        // Requests name streams: never let them grow this map without bound.
+                        map.retain(|_, c| c.peek().is_none());
+                    }
+                    map.insert(stream.clone(), c.clone());
+                    c
+                }
             }
-            ApiError::from(e)
-        })
+        };
+        check.await
     }
 
     /// A stream name from a request (or the default one).
@@ -96,16 +132,16 @@ impl AppState {
     /// cached one is used (video keeps playing while the store is down).
     pub async fn view(&self, stream: &StreamName) -> Result<Arc<StreamView>, ApiError> {
         let cached = self.cached(stream);
-        let version = match self.store.version(stream).await {
+        let version = match self.version(stream).await {
             Ok(v) => v,
             Err(e) => {
+                let err = self.store_error(&e);
                 if e.kind() == ErrorKind::Unavailable
                     && let Some(c) = cached
                 {
-                    self.track::<()>(Err(e)).ok();
                     return Ok(c);
                 }
-                return Err(self.track(Err(e))?);
+                return Err(err);
             }
         };
         if let Some(c) = cached
@@ -117,7 +153,10 @@ impl AppState {
         let timeline = Timeline::new(epochs)
             .map_err(|e| ApiError::internal(format!("stored epochs of {stream}: {e}")))?;
         let view = Arc::new(StreamView::new(version, timeline));
-        if let Ok(mut map) = self.views.write() {
+        // Only streams that exist are cached: request paths cannot grow the map.
+        if !view.timeline.is_empty()
+            && let Ok(mut map) = self.views.write()
+        {
             let newer = map.get(stream).is_none_or(|c| c.version != version);
             if newer {
                 map.insert(stream.clone(), view.clone());

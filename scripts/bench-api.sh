@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# API benchmark on loopback, bounded in time (about 2-3 minutes plus the release build):
+#   1. segment GET req/s: hlsmark serve vs nginx serving the same files
+#   2. playlist GET req/s: hlsmark's live playlist vs nginx serving a static copy of it
+#   3. /markers returning 10 of 1,000,000 markers: req/s and p99 at 32 connections
+#   4. RSS of hlsmark serve with 1,000 open connections
+#
+#   scripts/bench-api.sh                     embedded (redb) store
+#   BENCH_STORE=redis scripts/bench-api.sh   a redis-server of its own on a free port
+#   BENCH_SECS=10 BENCH_MARKERS=1000000      run length per wrk run, markers loaded
+#
+# Needs wrk, nginx, ffmpeg (and redis-server for BENCH_STORE=redis). Everything runs in a temp dir
+# on free ports and is stopped at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${BENCH_SECS:-10}
+MARKERS=${BENCH_MARKERS:-1000000}
+CONNS=${BENCH_CONNS:-32}
+for p in wrk nginx ffmpeg python3; do
+  command -v "$p" >/dev/null || [[ -x /usr/sbin/$p ]] || { echo "bench-api: $p is required" >&2; exit 1; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+echo "== building (release)"
+cargo build --release --quiet -p hlsmark --bin hlsmark -p hlsmark-api --example bench_fixture
+BIN=target/release/hlsmark
+FIXTURE=target/release/examples/bench_fixture
+
+TMP=$(mktemp -d /tmp/hlsmark-bench.XXXXXX)
+chmod 755 "$TMP" # nginx workers run as an unprivileged user
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+echo "== media: 10 one-second fMP4 segments, 1280x720 H.264 (ffmpeg)"
+SEGDIR=$TMP/data/hls/live
+mkdir -p "$SEGDIR" "$TMP/cut"
+(cd "$TMP/cut" && ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=1280x720:rate=30 -t 10 \
+  -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 30 -keyint_min 30 -sc_threshold 0 \
+  -f hls -hls_segment_type fmp4 -hls_time 1 -hls_playlist_type vod -hls_fmp4_init_filename init.mp4 \
+  -hls_segment_filename 'seg%d.m4s' out.m3u8)
+mv "$TMP/cut/init.mp4" "$SEGDIR/e0-init.mp4"
+for i in $(seq 0 9); do mv "$TMP/cut/seg$i.m4s" "$(printf '%s/e0-%08d.m4s' "$SEGDIR" "$i")"; done
+SEG_BYTES=$(stat -c %s "$SEGDIR"/e0-0000000*.m4s | awk '{s+=$1} END {printf "%d", s/NR}')
+
+if [[ ${BENCH_STORE:-embedded} == redis ]]; then
+  RPORT=$(free_port)
+  redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" >/dev/null &
+  PIDS+=($!)
+  wait_port "$RPORT"
+  STORE="redis://127.0.0.1:$RPORT/"
+else
+  STORE="$TMP/data/hlsmark.redb"
+fi
+
+echo "== loading the fixture: $MARKERS markers into $STORE"
+"$FIXTURE" "$STORE" "$TMP/data" "$MARKERS"
+
+PORT=$(free_port)
+HLSMARK_STORE_PREFIX=bench RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" \
+  --store "$STORE" --workers 2 --frontend-dir "$TMP/none" >/dev/null &
+HPID=$!
+PIDS+=("$HPID")
+wait_port "$PORT"
+
+# nginx: same files, plus a static copy of the live playlist.
+NPORT=$(free_port)
+mkdir -p "$TMP/nginx"
+curl -sf "http://127.0.0.1:$PORT/hls/live/index.m3u8" >"$SEGDIR/static.m3u8"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path $TMP/nginx/body;
+  proxy_temp_path $TMP/nginx/proxy;
+  fastcgi_temp_path $TMP/nginx/fastcgi;
+  uwsgi_temp_path $TMP/nginx/uwsgi;
+  scgi_temp_path $TMP/nginx/scgi;
+  types { video/iso.segment m4s; video/mp4 mp4; application/vnd.apple.mpegurl m3u8; }
+  server {
+    listen 127.0.0.1:$NPORT;
+    root $TMP/data;
+    location /hls/ { add_header Cache-Control "public, max-age=31536000, immutable"; }
+  }
+}
+EOF
+"$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
+PIDS+=($!)
+wait_port "$NPORT"
+
+cat >"$TMP/segments.lua" <<'EOF'
+local i = 0
+request = function()
+  i = (i + 1) % 10
+  return wrk.format("GET", string.format("/hls/live/e0-%08d.m4s", i))
+end
+EOF
+cat >"$TMP/markers.lua" <<EOF
+-- 10 markers per request (one every 1/3 s of media): a random 3.3 s window of the whole range.
+math.randomseed(42)
+local span = math.floor($MARKERS / 3) - 4
+request = function()
+  local from = math.random(0, span)
+  return wrk.format("GET", string.format("/markers?from=%d&to=%d.3&limit=10", from, from + 3))
+end
+EOF
+
+# wrk <name> <url> [script] -> prints "req/s p50 p99"
+run_wrk() {
+  local url=$1 script=${2:-}
+  local args=(-t2 -c"$CONNS" -d"${SECS}s" --latency)
+  [[ -n $script ]] && args+=(-s "$script")
+  wrk "${args[@]}" "$url" >"$TMP/wrk.out"
+  local rps p50 p99 errs
+  rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.out")
+  p50=$(awk '$1=="50%" {print $2}' "$TMP/wrk.out")
+  p99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.out")
+  errs=$(awk '/Non-2xx/ {print $5}' "$TMP/wrk.out")
+  echo "$rps $p50 $p99 ${errs:-0}"
+}
+
+echo "== sanity"
+curl -sf "http://127.0.0.1:$PORT/markers?from=5000&to=5003.3&limit=10" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d["markers"])==10, d; print("markers per request:", len(d["markers"]))'
+for base in "http://127.0.0.1:$PORT" "http://127.0.0.1:$NPORT"; do
+  curl -sf -o "$TMP/seg3" "$base/hls/live/e0-00000003.m4s"
+  cmp "$TMP/seg3" "$SEGDIR/e0-00000003.m4s"
+done
+
+echo "== segment GET (avg $SEG_BYTES bytes), $CONNS connections, ${SECS}s each"
+read -r H_SEG H_SEG50 H_SEG99 H_SEGE < <(run_wrk "http://127.0.0.1:$PORT" "$TMP/segments.lua")
+read -r N_SEG N_SEG50 N_SEG99 N_SEGE < <(run_wrk "http://127.0.0.1:$NPORT" "$TMP/segments.lua")
+echo "== playlist GET"
+read -r H_PL H_PL50 H_PL99 H_PLE < <(run_wrk "http://127.0.0.1:$PORT/hls/live/index.m3u8")
+read -r N_PL N_PL50 N_PL99 N_PLE < <(run_wrk "http://127.0.0.1:$NPORT/hls/live/static.m3u8")
+echo "== /markers (10 of $MARKERS)"
+read -r H_MK H_MK50 H_MK99 H_MKE < <(run_wrk "http://127.0.0.1:$PORT" "$TMP/markers.lua")
+
+echo "== RSS with 1000 open connections"
+rss() { awk '/VmRSS/ {print $2}' "/proc/$HPID/status"; }
+RSS_IDLE=$(rss)
+RSS_1000=$(python3 - "$PORT" "$HPID" <<'EOF'
+import socket, sys
+port, pid = int(sys.argv[1]), sys.argv[2]
+socks = []
+for _ in range(1000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    socks.append(s)
+for s in socks:
+    assert b"200 OK" in s.recv(4096)
+# All 1000 are open (keep-alive) now; read the gauge through a 1001st connection and the RSS.
+m = socket.create_connection(("127.0.0.1", port))
+m.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+body = b""
+while chunk := m.recv(65536):
+    body += chunk
+gauge = [l for l in body.decode().splitlines() if l.startswith("hlsmark_open_connections ")][0].split()[1]
+rss = [l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1]
+print(rss, gauge)
+EOF
+)
+read -r RSS_KB OPEN <<<"$RSS_1000"
+
+ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
+cat <<EOF
+
+hlsmark API benchmark ($(date -u +%FT%TZ), $(nproc) cores shared, wrk -t2 -c$CONNS -d${SECS}s, store: ${BENCH_STORE:-embedded})
+metric                              hlsmark        nginx          ratio  target
+segment GET req/s (${SEG_BYTES} B)       $H_SEG    $N_SEG    $(ratio "$H_SEG" "$N_SEG")   >= 1.0
+segment GET p99                     $H_SEG99         $N_SEG99
+playlist GET req/s                  $H_PL    $N_PL    $(ratio "$H_PL" "$N_PL")   >= 1.0
+playlist GET p99                    $H_PL99         $N_PL99
+/markers 10 of $MARKERS req/s     $H_MK
+/markers p50 / p99                  $H_MK50 / $H_MK99                       p99 <= 5 ms
+non-2xx answers (seg/pl/markers)    $H_SEGE/$H_PLE/$H_MKE
+RSS idle / with $OPEN open conns   $((RSS_IDLE / 1024)) MB / $((RSS_KB / 1024)) MB                      <= 64 MB
+EOF
