@@ -942,3 +942,30 @@ impl Store for RedisStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The lex order of index members is the numeric order of ticks, negatives included.
+        #[test]
+        fn hex_ticks_sorts_like_the_numbers(a: i64, b: i64) {
+            prop_assert_eq!(a.cmp(&b), hex_ticks(a).cmp(&hex_ticks(b)));
+            prop_assert_eq!(hex_ticks(a).len(), 16);
+        }
+
+        /// Members order by (hls, id), exactly like `Cursor`.
+        #[test]
+        fn members_sort_like_cursors(a: i64, b: i64, x: u128, y: u128) {
+            let (ma, mb) = (
+                marker_member(HlsTime(a), Uuid::from_u128(x)),
+                marker_member(HlsTime(b), Uuid::from_u128(y)),
+            );
+            prop_assert_eq!((a, x).cmp(&(b, y)), ma.cmp(&mb));
+            // The id starts at byte 18 (1-based), where the Lua scripts cut it.
+            prop_assert_eq!(&ma[17..], Uuid::from_u128(x).simple().to_string());
+        }
+    }
+}
