@@ -645,3 +645,18 @@ impl Store for EmbeddedStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    proptest! {
+        /// Keys hold ids as `as_u128`: their order must be `Uuid`'s (and so `Cursor`'s) order.
+        #[test]
+        fn uuid_order_is_u128_order(a: [u8; 16], b: [u8; 16]) {
+            let (x, y) = (Uuid::from_bytes(a), Uuid::from_bytes(b));
+            prop_assert_eq!(x.cmp(&y), x.as_u128().cmp(&y.as_u128()));
+        }
+    }
+}
