@@ -34,13 +34,13 @@ pub use state::AppState;
 pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (is something else using that port? choose another with --listen)")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("HTTP server failed: {0}")]
+    #[error("HTTP server failed")]
     Server(#[source] std::io::Error),
 }
 

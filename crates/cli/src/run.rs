@@ -39,7 +39,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let store = hlsmark_store::open(&spec, &args.store.store_prefix)
             .await
             .with_context(|| format!("opening store {spec}"))?;
-        // Bind before starting ffmpeg so a port in use fails fast, with nothing to clean up.
+        // Check ffmpeg and bind before starting anything, so each start-up problem is one line.
+        hlsmark_generator::ffmpeg::check_ffmpeg(&args.generator.ffmpeg).await?;
         let api = hlsmark_api::Api::bind(api_config, store.clone())?;
         let addr = api.local_addr();
         println!(
