@@ -34,7 +34,9 @@ pub use state::AppState;
 pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr} (is something else using that port? choose another with --listen)")]
+    #[error(
+        "cannot listen on {addr} (is something else using that port? choose another with --listen)"
+    )]
     Bind {
         addr: SocketAddr,
         #[source]
