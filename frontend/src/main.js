@@ -95,6 +95,9 @@ function currentPlaylist() {
  * SourceBuffer) and turns it into "HLS tick at currentTime 0" for that segment's epoch.
  */
 function measure() {
+  // While a new source loads, VHS may still hand out the old playlist, whose placement is not the
+  // new source's.
+  if (state.switching) return;
   const pl = currentPlaylist();
   const tl = state.timeline;
   if (!pl || !tl || !pl.segments) return;
@@ -251,11 +254,14 @@ async function seekToHls(hls, { pause = true } = {}) {
 }
 
 async function loadSource(src) {
+  state.switching = true;
   state.zeros.clear();
   state.zeroGuess = null;
   const loaded = waitFor(player, 'loadedmetadata', 15000);
   player.src({ src, type: HLS_TYPE });
-  if (!(await loaded)) throw new Error('the stream did not load');
+  const ok = await loaded;
+  state.switching = false;
+  if (!ok) throw new Error('the stream did not load');
   measure();
 }
 

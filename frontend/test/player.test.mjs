@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { frontendDir, launchBrowser, sleep, startStack, stopStack, waitUntil } from './harness.mjs';
 
 const SUITE_START = Date.now();
@@ -63,10 +64,11 @@ function state() {
 async function waitState(what, pred, timeoutMs) {
   let last;
   try {
-    return await waitUntil(what, async () => {
+    await waitUntil(what, async () => {
       last = await state();
       return pred(last);
     }, timeoutMs);
+    return last;
   } catch (err) {
     throw new Error(`${err.message}\nlast state: ${JSON.stringify(last, null, 1)}`);
   }
@@ -87,7 +89,7 @@ async function api(pathAndQuery, init) {
 }
 
 before(async () => {
-  stack = await startStack({ liveWindow: 6 });
+  stack = await startStack({ liveWindow: 8 });
   browser = await launchBrowser();
   page = await browser.newPage();
   page.on('console', (msg) => {
@@ -229,14 +231,11 @@ describe('player page', () => {
     const row = page.locator(`#markers tr[data-id="${m.id}"]`);
     assert.match(await row.textContent(), /archived/);
     await row.click();
-    await waitUntil('the archive seek', async () => {
-      const s = await state();
-      return s.mode === 'archive' && s.lastSeek && s.lastSeek.hls_90k === m.hls_90k && s.lastSeek.mode === 'archive';
-    }, 15000);
-    const s = await state();
+    const s = await waitState('the archive seek', (st) => st.mode === 'archive' && st.paused && st.lastSeek
+      && st.lastSeek.hls_90k === m.hls_90k && st.lastSeek.mode === 'archive', 15000);
     assert.match(s.src, /\/hls\/live\/vod\.m3u8\?from=/);
     const at = await cornerPixel();
-    assert.ok(isMint(at.rgb), `archived marker frame is mint: rgb ${at.rgb}`);
+    assert.ok(isMint(at.rgb), `archived marker frame is mint: rgb ${at.rgb} at ${at.time}\n${JSON.stringify({ m, s })}`);
     const frame = await page.evaluate(() => window.hlsmark.frameTicks());
     await page.evaluate(([h]) => window.hlsmark.seekToHls(h), [m.hls_90k - frame]);
     assert.ok(!isMint((await cornerPixel()).rgb), 'one frame earlier is not mint in the archive either');
@@ -253,7 +252,37 @@ describe('player page', () => {
 
   });
 
-  test('6. no console errors or failed requests', () => {
+  test('6. after an encoder restart (new epoch, discontinuity) a marker is still frame-exact', { skip: !!process.env.HLSMARK_TEST_URL }, async () => {
+    const before = (await api('/timeline?stream=live')).body.epochs.length;
+    const gen = stack.procs.find((p) => p.name === 'generate');
+    const ffmpeg = execFileSync('pgrep', ['-P', String(gen.pid), 'ffmpeg'], { encoding: 'utf8' }).trim().split('\n')[0];
+    assert.ok(ffmpeg, 'the generator has an ffmpeg child');
+    process.kill(Number(ffmpeg), 'SIGKILL');
+    const tl = await waitUntil('a new epoch', async () => {
+      const b = (await api('/timeline?stream=live')).body;
+      return b.epochs.length > before && b;
+    }, 15000, 250);
+    const epoch = tl.epochs[tl.epochs.length - 1];
+    // The page learns of the epoch from the playlist (a new discontinuity) and re-reads /timeline.
+    await waitUntil('the page to know the new epoch', () => page.evaluate((n) => window.hlsmark.state.timeline.epochs.length >= n, tl.epochs.length), 15000, 250);
+    const m = await waitUntil('a generator marker of the new epoch inside the seekable window', async () => {
+      const s = await state();
+      const list = (await markersInPage()).filter((x) => x.kind !== 'manual' && x.hls_90k >= epoch.hls_start_90k
+        && x.client !== null && x.client > s.seekable[0] + 0.5 && x.client < s.currentTime - 0.5);
+      return list[0];
+    }, 30000, 250);
+    const r = await page.evaluate((id) => window.hlsmark.seekToMarker(id), m.id);
+    const at = await cornerPixel();
+    assert.ok(isMint(at.rgb), `frame at ${m.label} after the restart is mint: rgb ${at.rgb} (${JSON.stringify(r)})`);
+    const frame = await page.evaluate(() => window.hlsmark.frameTicks());
+    await page.evaluate(([h]) => window.hlsmark.seekToHls(h), [m.hls_90k - frame]);
+    const prev = await cornerPixel();
+    assert.ok(!isMint(prev.rgb), `one frame earlier is not mint: rgb ${prev.rgb}`);
+    const zeros = await page.evaluate(() => JSON.stringify([...window.hlsmark.state.zeros]));
+    console.log(`# epochs ${JSON.stringify(tl.epochs.map((e) => [e.index, e.first_seq, e.hls_start, e.hls_end]))}, page zeros per epoch (ticks) ${zeros}`);
+  });
+
+  test('7. no console errors or failed requests', () => {
     assert.deepEqual(problems, []);
   });
 });
