@@ -34,6 +34,10 @@ pub struct ApiConfig {
     pub file_cache_bytes: usize,
     /// Interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
+    /// How long one read of a stream's store version is reused before the store is asked again:
+    /// the cached playlist and timeline are at most this stale (writes through this server
+    /// invalidate at once). Zero asks the store on every request.
+    pub revalidate: Duration,
 }
 
 /// Why a configuration cannot be used.
@@ -51,6 +55,10 @@ pub enum ConfigError {
     BodyLimit(usize),
     #[error("workers must be 1 to 256, got {0}")]
     Workers(usize),
+    #[error(
+        "revalidate must be at most 1 s (a playlist must not be older than half a segment), got {0:?}"
+    )]
+    Revalidate(Duration),
 }
 
 impl ApiConfig {
@@ -69,6 +77,7 @@ impl ApiConfig {
             shutdown_timeout: Duration::from_secs(10),
             file_cache_bytes: 16 * 1024 * 1024,
             sse_keepalive: Duration::from_secs(15),
+            revalidate: Duration::from_millis(20),
         }
     }
 
@@ -93,6 +102,9 @@ impl ApiConfig {
         }
         if self.workers == 0 || self.workers > 256 {
             return Err(ConfigError::Workers(self.workers));
+        }
+        if self.revalidate > Duration::from_secs(1) {
+            return Err(ConfigError::Revalidate(self.revalidate));
         }
         Ok(())
     }

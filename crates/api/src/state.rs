@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     views: RwLock<HashMap<StreamName, Arc<StreamView>>>,
     version_checks: Mutex<HashMap<StreamName, VersionCheck>>,
+    /// Last version read per stream and when that read started.
+    versions_seen: Mutex<HashMap<StreamName, (Instant, u64)>>,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
             shutdown,
             views: RwLock::new(HashMap::new()),
             version_checks: Mutex::new(HashMap::new()),
+            versions_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -88,10 +92,27 @@ impl AppState {
         ApiError::from(e)
     }
 
-    /// The stream's store version. Requests that arrive while a `version` call for the stream is
-    /// in flight share its answer (it was read after they arrived, give or take one store round
-    /// trip), so a burst of playlist requests costs one store call, not one each.
+    /// Forgets the last version read of a stream (after a write through this server), so the
+    /// next request sees the write at once.
+    pub fn invalidate(&self, stream: &StreamName) {
+        if let Ok(mut seen) = self.versions_seen.lock() {
+            seen.remove(stream);
+        }
+    }
+
+    /// The stream's store version. A read younger than `cfg.revalidate` is reused; requests that
+    /// arrive while a `version` call for the stream is in flight share its answer. Either way a
+    /// burst of playlist requests costs one store call, not one each.
     async fn version(&self, stream: &StreamName) -> Result<u64, Arc<StoreError>> {
+        let ttl = self.cfg.revalidate;
+        if !ttl.is_zero()
+            && let Ok(seen) = self.versions_seen.lock()
+            && let Some((at, v)) = seen.get(stream)
+            && at.elapsed() < ttl
+        {
+            return Ok(*v);
+        }
+        let started = Instant::now();
         let check = {
             let Ok(mut map) = self.version_checks.lock() else {
                 return self.store.version(stream).await.map_err(Arc::new);
@@ -112,7 +133,19 @@ impl AppState {
                 }
             }
         };
-        check.await
+        let v = check.await?;
+        if !ttl.is_zero()
+            && let Ok(mut seen) = self.versions_seen.lock()
+        {
+            if seen.len() >= 1024 {
+                seen.clear();
+            }
+            let newer = seen.get(stream).is_none_or(|(at, _)| *at < started);
+            if newer {
+                seen.insert(stream.clone(), (started, v));
+            }
+        }
+        Ok(v)
     }
 
     /// A stream name from a request (or the default one).

@@ -373,6 +373,7 @@ pub async fn create(
         }
         Err(e) => return Err(e),
     };
+    state.invalidate(&stream);
     let mut res = respond_marker(status, &marker, &view.timeline)?;
     if let Ok(v) = header::HeaderValue::from_str(&format!("/markers/{}?stream={stream}", marker.id))
     {
@@ -430,6 +431,7 @@ pub async fn delete(
     let id = parse_id(&path)?;
     let stream = state.stream(query.stream.as_deref())?;
     if state.track(state.store.delete_marker(&stream, id).await)? {
+        state.invalidate(&stream);
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found(

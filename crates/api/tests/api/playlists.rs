@@ -87,6 +87,36 @@ fn live_playlist_is_rendered_once_per_change_and_ffprobe_plays_it() {
     assert!(text.contains(&line), "{text}");
     assert_eq!(renders(&s), 2);
 
+    // A segment published by someone else (the generator) shows up within the revalidation time.
+    let mut seg =
+        s.rt.block_on(s.store.last_segments(&hlsmark_store::StreamName::live(), 1))
+            .unwrap()
+            .remove(0);
+    seg.seq = 9;
+    seg.hls_start = seg.hls_start + hlsmark_clock::Duration90k(crate::common::D);
+    seg.utc_start = seg.utc_start + hlsmark_clock::Duration90k(crate::common::D);
+    seg.file = "e1-00000009.m4s".to_owned();
+    s.rt.block_on(
+        s.store
+            .append_segment(&hlsmark_store::StreamName::live(), &seg),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = s.get("/hls/live/index.m3u8").text();
+        if text.contains(
+            "#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:10.500Z\n#EXTINF:1.000,\ne1-00000009.m4s\n",
+        ) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new segment never listed:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(renders(&s), 3);
+
     // A real HLS client reads it (from the first listed segment, 120 frames; a live playlist
     // has no end to read to).
     let (frames, width) = ffprobe_frames(

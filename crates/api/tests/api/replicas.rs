@@ -25,6 +25,8 @@ fn two_api_processes_on_one_redis_give_identical_answers() {
         ("HLSMARK_DATA_DIR", dir),
         ("HLSMARK_TOKEN", TOKEN),
         ("HLSMARK_WORKERS", "1"),
+        // Ask the store on every request, so the answers must be identical right after a write.
+        ("HLSMARK_REVALIDATE", "0s"),
     ];
     let mut a = ServeProcess::start(&[], &env);
     let mut b = ServeProcess::start(&["--live-window", "30"], &env);
