@@ -327,6 +327,36 @@ async fn every_segment_is_whole_frames_and_extinf_is_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntsc_rate_segments_are_exact_to_the_tick() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = embedded(tmp.path()).await;
+    let mut cfg = config(tmp.path());
+    cfg.fps = FrameRate::new(30_000, 1_001).unwrap();
+    cfg.stop_after = Some(Duration::from_secs(4));
+    let (_stop, h) = spawn(cfg, store.clone());
+    let report = h.await.unwrap().unwrap();
+    assert_eq!(report.frames_written, 120);
+    let mut s = Stream::new(store, tmp.path());
+    let segs = s.segments().await;
+    let extinf = ffmpeg_extinf(&s.dir, 0);
+    assert_eq!(segs.len(), 4);
+    for seg in &segs {
+        // 30 frames of 3003 ticks: 1.001 s, on the segment's sequence-aligned start.
+        assert_eq!(seg.duration.ticks(), 90_090, "{}", seg.file);
+        assert_eq!(seg.hls_start.ticks(), seg.seq as i64 * 90_090);
+        assert_eq!(extinf[&seg.file], "1.001000");
+        assert_eq!(s.frames(seg).len(), 30);
+        assert_eq!(s.first_pts(seg), seg.hls_start.ticks(), "{}", seg.file);
+    }
+    let markers = s.markers().await;
+    assert!(!markers.is_empty());
+    assert_eq!(
+        assert_markers_frame_exact(&mut s, &markers).await,
+        markers.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn markers_are_frame_exact_in_decoded_video() {
     let tmp = tempfile::tempdir().unwrap();
     let store = embedded(tmp.path()).await;
