@@ -62,6 +62,10 @@ pub enum ConfigError {
     Events(Duration, Duration),
     #[error("--stop-after {0:?}: must be at least one frame")]
     StopAfter(Duration),
+    #[error(
+        "--fps {0}: a frame must last a whole number of 90 kHz ticks (90000 x den / num), as for 24, 25, 30, 50, 60 and 30000/1001"
+    )]
+    InexactFps(FrameRate),
     #[error("--live-window {0}: must be between 1 and 100000 segments")]
     LiveWindow(u32),
     #[error("queue limit {0}: must be at least 16")]
@@ -107,6 +111,10 @@ impl GeneratorConfig {
                 width: w,
                 height: h,
             });
+        }
+        // Otherwise ffmpeg's rounded timestamps and our floored frame times could differ by a tick.
+        if !self.fps.is_tick_exact() {
+            return Err(ConfigError::InexactFps(self.fps));
         }
         let max = w.min(h);
         if !(2..=max).contains(&self.block_size) {
@@ -222,6 +230,9 @@ mod tests {
         let mut c = cfg();
         c.stop_after = Some(Duration::ZERO);
         assert!(matches!(c.validate(), Err(ConfigError::StopAfter(_))));
+        let mut c = cfg();
+        c.fps = FrameRate::integer(7);
+        assert!(matches!(c.validate(), Err(ConfigError::InexactFps(_))));
         let mut c = cfg();
         c.retention = Duration::from_millis(10);
         assert!(matches!(c.validate(), Err(ConfigError::Retention(_))));
