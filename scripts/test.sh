@@ -69,6 +69,9 @@ else
 fi
 if [[ -z "${HLSMARK_SKIP_BROWSER:-}" && -f frontend/package.json ]] && grep -q '"test:browser"' frontend/package.json; then
   step "browser tests (Playwright + Debian chromium)"
+  HLSMARK_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/hlsmark"
+  [[ $HLSMARK_BIN = /* ]] || HLSMARK_BIN="$ROOT/$HLSMARK_BIN"
+  export HLSMARK_BIN
   (cd frontend && npm run --silent test:browser)
 fi
 step "all tests passed"
