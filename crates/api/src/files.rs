@@ -9,10 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use actix_web::body::{BodySize, MessageBody};
 use bytes::Bytes;
 
 /// What a valid media file name in a stream directory is.
@@ -131,41 +127,6 @@ impl FileCache {
     /// Bytes held now.
     pub fn size(&self) -> usize {
         self.inner.lock().map_or(0, |i| i.total)
-    }
-}
-
-/// A file body handed to the HTTP writer in 32 KiB slices of the cached bytes (no copies here):
-/// the writer copies each slice into its buffer and flushes it while it is still in the CPU cache,
-/// instead of copying a whole segment into one large buffer first.
-#[derive(Debug)]
-pub struct SlicedBody {
-    bytes: Bytes,
-}
-
-const SLICE: usize = 32 * 1024;
-
-impl SlicedBody {
-    pub fn new(bytes: Bytes) -> Self {
-        Self { bytes }
-    }
-}
-
-impl MessageBody for SlicedBody {
-    type Error = std::convert::Infallible;
-
-    fn size(&self) -> BodySize {
-        BodySize::Sized(self.bytes.len() as u64)
-    }
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        if self.bytes.is_empty() {
-            return Poll::Ready(None);
-        }
-        let n = self.bytes.len().min(SLICE);
-        Poll::Ready(Some(Ok(self.bytes.split_to(n))))
     }
 }
 

@@ -205,7 +205,11 @@ impl Api {
         .workers(self.cfg.workers)
         .shutdown_timeout(self.cfg.shutdown_timeout.as_secs().max(1))
         .disable_signals()
-        .on_connect(move |_, ext| {
+        .on_connect(move |conn, ext| {
+            // Responses go out as soon as they are written (no Nagle delay on the last piece).
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
             metrics
                 .open_connections
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -8,7 +8,7 @@ use hlsmark_playlist::Kind;
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::files::{MediaKind, SlicedBody, classify};
+use crate::files::{MediaKind, classify};
 use crate::routes::params::TimeParam;
 use crate::state::{AppState, MAX_ABS_TICKS};
 
@@ -186,5 +186,5 @@ fn file_response(kind: MediaKind, bytes: Bytes) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(kind.content_type())
         .insert_header((header::CACHE_CONTROL, IMMUTABLE))
-        .body(SlicedBody::new(bytes))
+        .body(bytes)
 }
