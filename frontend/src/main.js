@@ -585,7 +585,13 @@ async function start() {
       if (s === 'open') feedSeenOpen = true;
     },
   });
-  await refreshTimeline();
+  // A stream that has not published a segment yet has no timeline: wait for it (start-up only).
+  for (;;) {
+    await refreshTimeline();
+    if (state.timeline) break;
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+  showError(null);
   await loadHistory();
   state.ready = true;
 }
