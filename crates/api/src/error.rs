@@ -124,6 +124,9 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             r.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
         r.body(error_body(self.code, &self.message))
     }
 }
