@@ -33,3 +33,25 @@ impl StoreArgs {
         }
     }
 }
+
+/// The async runtime every subcommand runs on: two workers are plenty for the generator's
+/// bookkeeping and the store client (the HTTP server has its own worker threads).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Opens the store named by the flags, with the spec in the error.
+pub async fn open_store(
+    args: &StoreArgs,
+) -> anyhow::Result<std::sync::Arc<dyn hlsmark_store::Store>> {
+    use anyhow::Context as _;
+    let spec = args.store_spec();
+    hlsmark_store::open(&spec, &args.store_prefix)
+        .await
+        .with_context(|| format!("opening store {spec}"))
+}

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use hlsmark_clock::FrameRate;
 use hlsmark_generator::GeneratorConfig;
 use hlsmark_store::StreamName;
@@ -112,26 +111,12 @@ pub async fn shutdown_signal() {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_logging();
     let config = args
         .generator
         .config(&args.store.stream, args.store.data_dir.clone())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async {
-        let spec = args.store.store_spec();
-        let store = hlsmark_store::open(&spec, &args.store.store_prefix)
-            .await
-            .with_context(|| format!("opening store {spec}"))?;
+    crate::common::runtime()?.block_on(async {
+        let store = crate::common::open_store(&args.store).await?;
         let report = hlsmark_generator::run(config, store, shutdown_signal()).await?;
         if !report.flushed {
             anyhow::bail!("the store was unreachable at exit; some records were not written");

@@ -29,16 +29,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .config(&args.store.stream, args.store.data_dir.clone())?;
     let api_config = args.serve.config(&args.store, args.generator.live_window)?;
     check_data_dir(&args.store)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async {
-        let spec = args.store.store_spec();
-        let store = hlsmark_store::open(&spec, &args.store.store_prefix)
-            .await
-            .with_context(|| format!("opening store {spec}"))?;
+    crate::common::runtime()?.block_on(async {
+        let store = crate::common::open_store(&args.store).await?;
         // Check ffmpeg and bind before starting anything, so each start-up problem is one line.
         hlsmark_generator::ffmpeg::check_ffmpeg(&args.generator.ffmpeg).await?;
         let api = hlsmark_api::Api::bind(api_config, store.clone())?;
