@@ -43,6 +43,8 @@ const state = {
   liveEdgeAt: 0,
   feed: 'connecting',
   lastSeek: null,
+  lastSeekId: null,
+  switching: false,
   ready: false,
   errors: [],
 };
@@ -265,8 +267,18 @@ async function loadSource(src) {
   measure();
 }
 
+/** One navigation at a time (a second click waits for the first to land, then wins). */
+let navigation = Promise.resolve();
+function serialized(fn) {
+  return (...args) => {
+    const run = navigation.then(() => fn(...args));
+    navigation = run.catch(() => {});
+    return run;
+  };
+}
+
 /** Clicked marker: seek within the live window, or play the archive around it. */
-async function seekToMarker(id) {
+const seekToMarker = serialized(async (id) => {
   const m = markers.get(id);
   if (!m) throw new Error(`no marker ${id}`);
   const hls = markerHls(m);
@@ -279,7 +291,7 @@ async function seekToMarker(id) {
       state.vod = { from, to, marker: id };
       await loadSource(vodUrl(stream, from, to));
     } else if (state.mode !== 'live') {
-      await backToLive({ play: false });
+      await backToLiveNow({ play: false });
     }
     const r = await seekToHls(hls);
     setSelected(id);
@@ -289,9 +301,11 @@ async function seekToMarker(id) {
     showError(`Could not go to marker "${m.label}": ${err.message}`);
     throw err;
   }
-}
+});
 
-async function backToLive({ play = true } = {}) {
+const backToLive = serialized((opts) => backToLiveNow(opts));
+
+async function backToLiveNow({ play = true } = {}) {
   if (state.mode !== 'live') {
     state.mode = 'live';
     state.vod = null;
