@@ -281,7 +281,14 @@ describe('player page', () => {
     console.log(`# epochs ${JSON.stringify(tl.epochs.map((e) => [e.index, e.first_seq, e.hls_start, e.hls_end]))}, page zeros per epoch (ticks) ${zeros}`);
   });
 
-  test('7. no console errors or failed requests', () => {
+  test('7. accessible names and keyboard reach; no console errors or failed requests', async () => {
+    const unnamed = await page.evaluate(() => [...document.querySelectorAll('button, [tabindex="0"]')]
+      .filter((el) => el.offsetParent !== null || el.classList.contains('hm-bar-marker'))
+      .filter((el) => !(el.getAttribute('aria-label') || el.textContent.trim() || el.title))
+      .map((el) => el.outerHTML.slice(0, 120)));
+    assert.deepEqual(unnamed, [], 'every control and row has an accessible name');
+    const rows = await page.$$eval('#markers tbody tr', (trs) => trs.map((tr) => tr.tabIndex));
+    assert.ok(rows.length > 0 && rows.every((t) => t === 0), 'every row is keyboard-focusable');
     assert.deepEqual(problems, []);
   });
 });
