@@ -29,6 +29,9 @@ pub use config::{ApiConfig, ConfigError};
 pub use error::{ApiError, error_body};
 pub use state::AppState;
 
+/// Blocking-pool threads of each HTTP worker (the embedded store's calls and file reads).
+const BLOCKING_THREADS_PER_WORKER: usize = 4;
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -205,11 +208,12 @@ impl Api {
         .workers(self.cfg.workers)
         .shutdown_timeout(self.cfg.shutdown_timeout.as_secs().max(1))
         .disable_signals()
-        .on_connect(move |conn, ext| {
-            // Responses go out as soon as they are written (no Nagle delay on the last piece).
-            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = tcp.set_nodelay(true);
-            }
+        // Responses go out as soon as they are written (no Nagle delay on the last piece).
+        .tcp_nodelay(true)
+        // Store calls of the embedded backend run on the blocking pool for microseconds each: a
+        // few threads per worker queue them instead of context-switching between dozens.
+        .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
+        .on_connect(move |_, ext| {
             metrics
                 .open_connections
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
