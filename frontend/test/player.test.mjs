@@ -105,7 +105,7 @@ async function api(pathAndQuery, init) {
 }
 
 before(async () => {
-  stack = await startStack({ liveWindow: 8 });
+  stack = await startStack({ liveWindow: 8, fps: process.env.HLSMARK_TEST_FPS ?? 30 });
   browser = await launchBrowser();
   page = await browser.newPage();
   page.on('console', (msg) => {
