@@ -49,43 +49,48 @@ pub enum ServeError {
     Server(#[source] std::io::Error),
 }
 
+/// A resource named by its own pattern (the route label of the metrics).
+fn res(path: &'static str) -> actix_web::Resource {
+    web::resource(path).name(path)
+}
+
 /// Registers every route (used by the server and usable with `actix_web::test`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use routes::{hls, markers, meta};
-    cfg.service(web::resource("/").route(web::get().to(meta::index)))
+    cfg.service(res("/").route(web::get().to(meta::index)))
         .service(
-            web::resource("/hls/{stream}/index.m3u8")
+            res("/hls/{stream}/index.m3u8")
                 .route(web::get().to(hls::live_playlist))
                 .route(web::head().to(hls::live_playlist)),
         )
         .service(
-            web::resource("/hls/{stream}/vod.m3u8")
+            res("/hls/{stream}/vod.m3u8")
                 .route(web::get().to(hls::vod_playlist))
                 .route(web::head().to(hls::vod_playlist)),
         )
         .service(
-            web::resource("/hls/{stream}/{file}")
+            res("/hls/{stream}/{file}")
                 .route(web::get().to(hls::media_file))
                 .route(web::head().to(hls::media_file)),
         )
         .service(
-            web::resource("/markers")
+            res("/markers")
                 .route(web::get().to(markers::list))
                 .route(web::post().to(markers::create)),
         )
-        .service(web::resource("/markers/live").route(web::get().to(markers::live)))
+        .service(res("/markers/live").route(web::get().to(markers::live)))
         .service(
-            web::resource("/markers/{id}")
+            res("/markers/{id}")
                 .route(web::get().to(markers::get))
                 .route(web::delete().to(markers::delete)),
         )
-        .service(web::resource("/timeline").route(web::get().to(meta::timeline)))
-        .service(web::resource("/debug/timeline").route(web::get().to(meta::debug_timeline)))
-        .service(web::resource("/healthz").route(web::get().to(meta::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(meta::readyz)))
-        .service(web::resource("/metrics").route(web::get().to(meta::metrics)))
-        .service(web::resource("/openapi.json").route(web::get().to(meta::openapi)))
-        .service(web::resource("/{file}").route(web::get().to(meta::top_level_file)));
+        .service(res("/timeline").route(web::get().to(meta::timeline)))
+        .service(res("/debug/timeline").route(web::get().to(meta::debug_timeline)))
+        .service(res("/healthz").route(web::get().to(meta::healthz)))
+        .service(res("/readyz").route(web::get().to(meta::readyz)))
+        .service(res("/metrics").route(web::get().to(meta::metrics)))
+        .service(res("/openapi.json").route(web::get().to(meta::openapi)))
+        .service(res("/{file}").route(web::get().to(meta::top_level_file)));
 }
 
 fn cors(cfg: &ApiConfig) -> actix_cors::Cors {
@@ -190,12 +195,10 @@ impl Api {
                     let m = m.clone();
                     srv.call(req).map(move |res| {
                         if let Ok(res) = &res {
-                            let route = res
-                                .request()
-                                .match_pattern()
-                                .unwrap_or_else(|| "unmatched".to_owned());
+                            // Resources are named by their pattern: no allocation per request.
+                            let route = res.request().match_name().unwrap_or("unmatched");
                             m.observe(
-                                &route,
+                                route,
                                 res.request().method(),
                                 res.status().as_u16(),
                                 start.elapsed(),

@@ -1,10 +1,11 @@
 //! Prometheus text metrics: requests and latency by route, open connections, SSE clients, segment
 //! bytes served, store errors, and (read at scrape time) markers and segments of the default stream.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -12,8 +13,8 @@ const BUCKETS: [f64; 12] = [
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 ];
 
-/// Counts and latency of one route (one lock, no allocation per request once the route is known).
-#[derive(Debug, Default)]
+/// Counts and latency of one route (no allocation per request once the route is known).
+#[derive(Debug, Default, Clone)]
 struct RouteStats {
     by_status: Vec<(&'static str, u16, u64)>,
     buckets: [u64; BUCKETS.len()],
@@ -21,10 +22,21 @@ struct RouteStats {
     sum_secs: f64,
 }
 
+type Shard = Arc<Mutex<HashMap<String, RouteStats>>>;
+
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's shard of the route statistics of one `Metrics` (an HTTP worker thread serves
+    /// one server), so the hot path takes a lock no other core touches until a scrape.
+    static SHARD: RefCell<Option<(u64, Shard)>> = const { RefCell::new(None) };
+}
+
 /// Process-wide counters of one API server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    routes: Mutex<HashMap<String, RouteStats>>,
+    id: u64,
+    shards: Mutex<Vec<Shard>>,
     pub open_connections: AtomicI64,
     pub sse_clients: AtomicI64,
     pub store_errors: AtomicU64,
@@ -32,6 +44,22 @@ pub struct Metrics {
     pub file_bytes_served: AtomicU64,
     pub file_cache_hits: AtomicU64,
     pub playlist_renders: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
+            shards: Mutex::new(Vec::new()),
+            open_connections: AtomicI64::new(0),
+            sse_clients: AtomicI64::new(0),
+            store_errors: AtomicU64::new(0),
+            files_served: AtomicU64::new(0),
+            file_bytes_served: AtomicU64::new(0),
+            file_cache_hits: AtomicU64::new(0),
+            playlist_renders: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Decrements the open-connection gauge when the connection (which owns it) is dropped.
@@ -68,40 +96,76 @@ impl Metrics {
     ) {
         let secs = elapsed.as_secs_f64();
         let method = method_label(method);
-        let Ok(mut m) = self.routes.lock() else {
-            return;
-        };
-        let r = match m.get_mut(route) {
-            Some(r) => r,
-            None => m.entry(route.to_owned()).or_default(),
-        };
-        match r
-            .by_status
-            .iter_mut()
-            .find(|(me, st, _)| *me == method && *st == status)
-        {
-            Some(row) => row.2 += 1,
-            None => r.by_status.push((method, status, 1)),
-        }
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                r.buckets[i] += 1;
+        SHARD.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.as_ref().is_none_or(|(id, _)| *id != self.id) {
+                let shard = Shard::default();
+                if let Ok(mut all) = self.shards.lock() {
+                    all.push(shard.clone());
+                }
+                *cell = Some((self.id, shard));
+            }
+            let Some((_, shard)) = cell.as_ref() else {
+                return;
+            };
+            let Ok(mut m) = shard.lock() else {
+                return;
+            };
+            let r = match m.get_mut(route) {
+                Some(r) => r,
+                None => m.entry(route.to_owned()).or_default(),
+            };
+            match r
+                .by_status
+                .iter_mut()
+                .find(|(me, st, _)| *me == method && *st == status)
+            {
+                Some(row) => row.2 += 1,
+                None => r.by_status.push((method, status, 1)),
+            }
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    r.buckets[i] += 1;
+                }
+            }
+            r.count += 1;
+            r.sum_secs += secs;
+        });
+    }
+
+    /// All shards merged, by route.
+    fn merged(&self) -> BTreeMap<String, RouteStats> {
+        let mut out: BTreeMap<String, RouteStats> = BTreeMap::new();
+        let shards = self.shards.lock().map(|v| v.clone()).unwrap_or_default();
+        for shard in shards {
+            let Ok(m) = shard.lock() else { continue };
+            for (route, r) in m.iter() {
+                let o = out.entry(route.clone()).or_default();
+                for (method, status, n) in &r.by_status {
+                    match o
+                        .by_status
+                        .iter_mut()
+                        .find(|(me, st, _)| me == method && st == status)
+                    {
+                        Some(row) => row.2 += n,
+                        None => o.by_status.push((method, *status, *n)),
+                    }
+                }
+                for (a, b) in o.buckets.iter_mut().zip(r.buckets) {
+                    *a += b;
+                }
+                o.count += r.count;
+                o.sum_secs += r.sum_secs;
             }
         }
-        r.count += 1;
-        r.sum_secs += secs;
+        out
     }
 
     /// The Prometheus text exposition; `gauges` are extra values read at scrape time.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut s = String::with_capacity(4096);
         s.push_str("# HELP hlsmark_http_requests_total HTTP requests by route, method and status.\n# TYPE hlsmark_http_requests_total counter\n");
-        let routes = self.routes.lock();
-        let mut rows: Vec<_> = routes
-            .as_ref()
-            .map(|m| m.iter().collect())
-            .unwrap_or_default();
-        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let rows = self.merged();
         for (route, r) in &rows {
             let mut by_status = r.by_status.clone();
             by_status.sort();
@@ -129,8 +193,6 @@ impl Metrics {
                 h.count, h.sum_secs, h.count
             );
         }
-        drop(rows);
-        drop(routes);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let counters = [
             (

@@ -56,7 +56,7 @@ pub struct AppState {
     views: RwLock<HashMap<StreamName, Arc<StreamView>>>,
     version_checks: Mutex<HashMap<StreamName, VersionCheck>>,
     /// Last version read per stream and when that read started.
-    versions_seen: Mutex<HashMap<StreamName, (Instant, u64)>>,
+    versions_seen: RwLock<HashMap<StreamName, (Instant, u64)>>,
 }
 
 impl AppState {
@@ -73,7 +73,7 @@ impl AppState {
             shutdown,
             views: RwLock::new(HashMap::new()),
             version_checks: Mutex::new(HashMap::new()),
-            versions_seen: Mutex::new(HashMap::new()),
+            versions_seen: RwLock::new(HashMap::new()),
         }
     }
 
@@ -95,7 +95,7 @@ impl AppState {
     /// Forgets the last version read of a stream (after a write through this server), so the
     /// next request sees the write at once.
     pub fn invalidate(&self, stream: &StreamName) {
-        if let Ok(mut seen) = self.versions_seen.lock() {
+        if let Ok(mut seen) = self.versions_seen.write() {
             seen.remove(stream);
         }
     }
@@ -106,7 +106,7 @@ impl AppState {
     async fn version(&self, stream: &StreamName) -> Result<u64, Arc<StoreError>> {
         let ttl = self.cfg.revalidate;
         if !ttl.is_zero()
-            && let Ok(seen) = self.versions_seen.lock()
+            && let Ok(seen) = self.versions_seen.read()
             && let Some((at, v)) = seen.get(stream)
             && at.elapsed() < ttl
         {
@@ -135,7 +135,7 @@ impl AppState {
         };
         let v = check.await?;
         if !ttl.is_zero()
-            && let Ok(mut seen) = self.versions_seen.lock()
+            && let Ok(mut seen) = self.versions_seen.write()
         {
             if seen.len() >= 1024 {
                 seen.clear();
