@@ -8,6 +8,7 @@
 #   scripts/bench-api.sh                     embedded (redb) store
 #   BENCH_STORE=redis scripts/bench-api.sh   a redis-server of its own on a free port
 #   BENCH_SECS=10 BENCH_MARKERS=1000000      run length per wrk run, markers loaded
+#   BENCH_SIZE=1280x720 BENCH_ROUNDS=2       video size of the segments, alternating rounds
 #
 # Needs wrk, nginx, ffmpeg (and redis-server for BENCH_STORE=redis). Everything runs in a temp dir
 # on free ports and is stopped at exit.
@@ -20,6 +21,11 @@ for p in wrk nginx ffmpeg python3; do
   command -v "$p" >/dev/null || [[ -x /usr/sbin/$p ]] || { echo "bench-api: $p is required" >&2; exit 1; }
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# The machine may be shared: as root, run the servers and wrk at a higher priority (same for
+# hlsmark and nginx) so that other jobs disturb the comparison less. BENCH_NICE=0 turns it off.
+NICE=()
+if [[ $(id -u) -eq 0 && ${BENCH_NICE:--10} != 0 ]]; then NICE=(nice -n "${BENCH_NICE:--10}"); fi
+ROUNDS=${BENCH_ROUNDS:-2}
 
 echo "== building (release)"
 cargo build --release --quiet -p hlsmark --bin hlsmark -p hlsmark-api --example bench_fixture
@@ -39,10 +45,11 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-echo "== media: 10 one-second fMP4 segments, 1280x720 H.264 (ffmpeg)"
+SIZE=${BENCH_SIZE:-1280x720}
+echo "== media: 10 one-second fMP4 segments, $SIZE H.264 (ffmpeg)"
 SEGDIR=$TMP/data/hls/live
 mkdir -p "$SEGDIR" "$TMP/cut"
-(cd "$TMP/cut" && ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=1280x720:rate=30 -t 10 \
+(cd "$TMP/cut" && ffmpeg -hide_banner -loglevel error -f lavfi -i "testsrc2=size=$SIZE:rate=30" -t 10 \
   -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 30 -keyint_min 30 -sc_threshold 0 \
   -f hls -hls_segment_type fmp4 -hls_time 1 -hls_playlist_type vod -hls_fmp4_init_filename init.mp4 \
   -hls_segment_filename 'seg%d.m4s' out.m3u8)
@@ -64,7 +71,7 @@ echo "== loading the fixture: $MARKERS markers into $STORE"
 "$FIXTURE" "$STORE" "$TMP/data" "$MARKERS"
 
 PORT=$(free_port)
-HLSMARK_STORE_PREFIX=bench RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" \
+HLSMARK_STORE_PREFIX=bench RUST_LOG=warn "${NICE[@]}" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" \
   --store "$STORE" --workers 2 --frontend-dir "$TMP/none" >/dev/null &
 HPID=$!
 PIDS+=("$HPID")
@@ -98,7 +105,7 @@ http {
   }
 }
 EOF
-"$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
+"${NICE[@]}" "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
 PIDS+=($!)
 wait_port "$NPORT"
 
@@ -124,7 +131,7 @@ run_wrk() {
   local url=$1 script=${2:-}
   local args=(-t2 -c"$CONNS" -d"${SECS}s" --latency)
   [[ -n $script ]] && args+=(-s "$script")
-  wrk "${args[@]}" "$url" >"$TMP/wrk.out"
+  "${NICE[@]}" wrk "${args[@]}" "$url" >"$TMP/wrk.out"
   local rps p50 p99 errs
   rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.out")
   p50=$(awk '$1=="50%" {print $2}' "$TMP/wrk.out")
@@ -140,16 +147,7 @@ for base in "http://127.0.0.1:$PORT" "http://127.0.0.1:$NPORT"; do
   cmp "$TMP/seg3" "$SEGDIR/e0-00000003.m4s"
 done
 
-echo "== segment GET (avg $SEG_BYTES bytes), $CONNS connections, ${SECS}s each"
-read -r H_SEG H_SEG50 H_SEG99 H_SEGE < <(run_wrk "http://127.0.0.1:$PORT" "$TMP/segments.lua")
-read -r N_SEG N_SEG50 N_SEG99 N_SEGE < <(run_wrk "http://127.0.0.1:$NPORT" "$TMP/segments.lua")
-echo "== playlist GET"
-read -r H_PL H_PL50 H_PL99 H_PLE < <(run_wrk "http://127.0.0.1:$PORT/hls/live/index.m3u8")
-read -r N_PL N_PL50 N_PL99 N_PLE < <(run_wrk "http://127.0.0.1:$NPORT/hls/live/static.m3u8")
-echo "== /markers (10 of $MARKERS)"
-read -r H_MK H_MK50 H_MK99 H_MKE < <(run_wrk "http://127.0.0.1:$PORT" "$TMP/markers.lua")
-
-echo "== RSS with 1000 open connections"
+echo "== RSS of the fresh server with 1000 open connections (each fetched the playlist)"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$HPID/status"; }
 RSS_IDLE=$(rss)
 RSS_1000=$(python3 - "$PORT" "$HPID" <<'EOF'
@@ -158,10 +156,10 @@ port, pid = int(sys.argv[1]), sys.argv[2]
 socks = []
 for _ in range(1000):
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /hls/live/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n")
     socks.append(s)
 for s in socks:
-    assert b"200 OK" in s.recv(4096)
+    assert b"200 OK" in s.recv(65536)
 # All 1000 are open (keep-alive) now; read the gauge through a 1001st connection and the RSS.
 m = socket.create_connection(("127.0.0.1", port))
 m.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -175,17 +173,40 @@ EOF
 )
 read -r RSS_KB OPEN <<<"$RSS_1000"
 
+
+# best of $ROUNDS alternating rounds (hlsmark, nginx, hlsmark, nginx, ...): "rps p50 p99 non2xx"
+best() { sort -g -r -k1 | head -1; }
+: >"$TMP/h_seg"; : >"$TMP/n_seg"; : >"$TMP/h_pl"; : >"$TMP/n_pl"; : >"$TMP/h_mk"
+for r in $(seq "$ROUNDS"); do
+  echo "== round $r/$ROUNDS: segment GET (avg $SEG_BYTES bytes), playlist GET, /markers (10 of $MARKERS); $CONNS connections, ${SECS}s each"
+  run_wrk "http://127.0.0.1:$PORT" "$TMP/segments.lua" >>"$TMP/h_seg"
+  run_wrk "http://127.0.0.1:$NPORT" "$TMP/segments.lua" >>"$TMP/n_seg"
+  run_wrk "http://127.0.0.1:$PORT/hls/live/index.m3u8" >>"$TMP/h_pl"
+  run_wrk "http://127.0.0.1:$NPORT/hls/live/static.m3u8" >>"$TMP/n_pl"
+  run_wrk "http://127.0.0.1:$PORT" "$TMP/markers.lua" >>"$TMP/h_mk"
+done
+cat "$TMP"/h_seg "$TMP"/n_seg "$TMP"/h_pl "$TMP"/n_pl "$TMP"/h_mk | sed 's/^/  wrk: /'
+read -r H_SEG H_SEG50 H_SEG99 H_SEGE < <(best <"$TMP/h_seg")
+read -r N_SEG N_SEG50 N_SEG99 N_SEGE < <(best <"$TMP/n_seg")
+read -r H_PL H_PL50 H_PL99 H_PLE < <(best <"$TMP/h_pl")
+read -r N_PL N_PL50 N_PL99 N_PLE < <(best <"$TMP/n_pl")
+read -r H_MK H_MK50 H_MK99 H_MKE < <(best <"$TMP/h_mk")
+RSS_END=$(rss)
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
 cat <<EOF
 
-hlsmark API benchmark ($(date -u +%FT%TZ), $(nproc) cores shared, wrk -t2 -c$CONNS -d${SECS}s, store: ${BENCH_STORE:-embedded})
+hlsmark API benchmark ($(date -u +%FT%TZ), $(nproc) cores, load average $LOAD, ${NICE[*]:-no nice})
+wrk -t2 -c$CONNS -d${SECS}s, best of $ROUNDS alternating rounds; store: ${BENCH_STORE:-embedded}
 metric                              hlsmark        nginx          ratio  target
-segment GET req/s (${SEG_BYTES} B)       $H_SEG    $N_SEG    $(ratio "$H_SEG" "$N_SEG")   >= 1.0
+segment GET req/s ($SIZE, ${SEG_BYTES} B) $H_SEG    $N_SEG    $(ratio "$H_SEG" "$N_SEG")   >= 1.0
 segment GET p99                     $H_SEG99         $N_SEG99
 playlist GET req/s                  $H_PL    $N_PL    $(ratio "$H_PL" "$N_PL")   >= 1.0
 playlist GET p99                    $H_PL99         $N_PL99
 /markers 10 of $MARKERS req/s     $H_MK
 /markers p50 / p99                  $H_MK50 / $H_MK99                       p99 <= 5 ms
 non-2xx answers (seg/pl/markers)    $H_SEGE/$H_PLE/$H_MKE
-RSS idle / with $OPEN open conns   $((RSS_IDLE / 1024)) MB / $((RSS_KB / 1024)) MB                      <= 64 MB
+RSS fresh: idle / $OPEN open conns $((RSS_IDLE / 1024)) MB / $((RSS_KB / 1024)) MB                      <= 64 MB
+RSS after the load runs             $((RSS_END / 1024)) MB (includes the store's page cache when embedded)
 EOF
