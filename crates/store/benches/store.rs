@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hlsmark_clock::{Duration90k, GenTime, HlsTime, UtcTime};
-use hlsmark_store::{Marker, RangeQuery, Store, StreamName, open};
+use hlsmark_store::{ErrorKind, Marker, RangeQuery, Store, StreamName, open};
 use uuid::Uuid;
 
 const SEC: i64 = 90_000;
@@ -76,9 +76,20 @@ async fn load(store: &Arc<dyn Store>, from: u64, to: u64, concurrent: usize) -> 
             batch.push((next..end).map(marker).collect::<Vec<_>>());
             next = end;
         }
-        let jobs = batch.iter().map(|ms| store.insert_markers(ms));
-        for r in futures_util::future::join_all(jobs).await {
-            r.unwrap();
+        let jobs = batch.iter().map(|ms| async move {
+            // Inserts are idempotent: a chunk that timed out on a loaded machine is retried.
+            let mut tries = 0;
+            loop {
+                match store.insert_markers(ms).await {
+                    Ok(_) => return tries,
+                    Err(e) if e.kind() == ErrorKind::Unavailable && tries < 5 => tries += 1,
+                    Err(e) => panic!("preload failed: {e}"),
+                }
+            }
+        });
+        let retried: u32 = futures_util::future::join_all(jobs).await.into_iter().sum();
+        if retried > 0 {
+            println!("  ({retried} chunk(s) retried after a timeout)");
         }
     }
     (to - from) as f64 / t.elapsed().as_secs_f64()

@@ -57,8 +57,9 @@ const FEED_RETRY: Duration = Duration::from_millis(200);
 /// How often the live-feed task pings its pub/sub connection.
 const FEED_KEEPALIVE: Duration = Duration::from_secs(5);
 const FEED_CAPACITY: usize = 4096;
-/// Markers per script call in [`Store::insert_markers`] and per retention batch.
-const BATCH: usize = 1000;
+/// Markers per script call in [`Store::insert_markers`] and per retention batch: small enough that
+/// one call never holds the (single-threaded) server for long, even on a loaded machine.
+const BATCH: usize = 250;
 
 /// Lua prelude of every writing script: `bump(key)` increments a stream's version. A missing
 /// version starts at the server's clock in microseconds, so after Redis lost its data (no
