@@ -90,6 +90,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(res("/readyz").route(web::get().to(meta::readyz)))
         .service(res("/metrics").route(web::get().to(meta::metrics)))
         .service(res("/openapi.json").route(web::get().to(meta::openapi)))
+        .service(res("/assets/{file}").route(web::get().to(meta::asset)))
         .service(res("/{file}").route(web::get().to(meta::top_level_file)));
 }
 

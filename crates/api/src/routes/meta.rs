@@ -250,30 +250,54 @@ pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
     }
 }
 
+/// `GET /assets/{file}`: the page's bundles (`<frontend-dir>/assets/`), strict names only.
+pub async fn asset(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let dir = state.cfg.frontend_dir.join("assets");
+    let mut res = frontend_file(&req, dir, path.into_inner(), "/assets/").await?;
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=300"),
+    );
+    Ok(res)
+}
+
 /// `GET /{file}` for top-level files of the built page (`favicon.ico`, ...): strict names only.
 pub async fn top_level_file(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = path.into_inner();
+    frontend_file(&req, state.cfg.frontend_dir.clone(), path.into_inner(), "/").await
+}
+
+/// One file of the built page from `dir`, by a plain name (no slashes, no leading dot, no `..`).
+async fn frontend_file(
+    req: &HttpRequest,
+    dir: std::path::PathBuf,
+    name: String,
+    prefix: &str,
+) -> Result<HttpResponse, ApiError> {
     let ok = !name.starts_with('.')
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && !name.contains("..");
-    let not_found = || ApiError::not_found("not_found", format!("no route for /{name}"));
+    let not_found = || ApiError::not_found("not_found", format!("no route for {prefix}{name}"));
     if !ok {
         return Err(not_found());
     }
-    let path = state.cfg.frontend_dir.join(&name);
+    let path = dir.join(&name);
     let f = web::block(move || actix_files::NamedFile::open(path))
         .await
         .ok()
         .and_then(Result::ok)
         .ok_or_else(not_found)?;
-    Ok(f.disable_content_disposition().into_response(&req))
+    Ok(f.disable_content_disposition().into_response(req))
 }
 
 /// Fallback for every unmatched path.

@@ -128,6 +128,9 @@ fn table() -> Vec<Case> {
         get("/hls/live/e0-00000099.m4s", 404, "segment_not_found"),
         get("/hls/live/index.m3u8.bak", 404, "not_found"),
         get("/secret.txt", 404, "not_found"),
+        get("/assets/..%2F..%2Fsecret.txt", 404, "not_found"),
+        get("/assets/../../secret.txt", 404, "not_found"),
+        get("/assets/.hidden", 404, "not_found"),
         get("/..%2Fsecret.txt", 404, "not_found"),
         // other routes
         get("/timeline?stream=nope", 404, "unknown_stream"),

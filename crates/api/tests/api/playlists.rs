@@ -249,3 +249,33 @@ fn store_outage_gives_503_on_marker_routes_while_video_keeps_playing() {
     }
     assert!(ok, "readyz did not recover");
 }
+
+#[test]
+fn the_built_page_and_its_assets_are_served() {
+    let s = TestServer::start_with(None, false, None);
+    // The config points at <data>/no-frontend: build a tiny "dist" there while the server runs.
+    let dist = s.data_dir().join("no-frontend");
+    std::fs::create_dir_all(dist.join("assets")).unwrap();
+    std::fs::write(
+        dist.join("index.html"),
+        "<!doctype html><script src=\"/assets/app-1.js\"></script>",
+    )
+    .unwrap();
+    std::fs::write(dist.join("assets/app-1.js"), "console.log(1)").unwrap();
+    let page = s.get("/");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().contains("/assets/app-1.js"));
+    let js = s.get("/assets/app-1.js");
+    assert_eq!(js.status, 200);
+    assert!(
+        js.header("content-type").unwrap().contains("javascript"),
+        "{js:?}"
+    );
+    assert_eq!(js.text(), "console.log(1)");
+    assert_eq!(s.get("/assets/app-2.js").error_code(), "not_found");
+}
