@@ -55,7 +55,9 @@ pub async fn timeline(
                 "fps": e.fps.to_string(),
                 "segment_frames": e.segment_frames,
                 "segment_duration": e.segment_duration().as_secs_f64(),
+                "segment_duration_90k": e.segment_duration().ticks(),
                 "hls_end": e.hls_end.map(secs),
+                "hls_end_90k": e.hls_end.map(HlsTime::ticks),
             })
         })
         .collect();
@@ -70,7 +72,9 @@ pub async fn timeline(
             "first_seq": f.seq,
             "last_seq": l.seq,
             "start": secs(f.hls_start),
+            "start_90k": f.hls_start.ticks(),
             "end": secs(l.hls_end()),
+            "end_90k": l.hls_end().ticks(),
             "start_utc": utc(f.hls_start),
             "end_utc": utc(l.hls_end()),
         }),
@@ -79,11 +83,13 @@ pub async fn timeline(
     let body = json!({
         "stream": stream.as_str(),
         "segment_duration": last_epoch.segment_duration().as_secs_f64(),
+        "segment_duration_90k": last_epoch.segment_duration().ticks(),
         "fps": last_epoch.fps.to_string(),
         "epochs": epochs,
         "window": win,
         "live_edge": window.last().map(|l| secs(l.hls_end())),
-        "retained": first_retained.first().map(|s| json!({"first_seq": s.seq, "start": secs(s.hls_start)})),
+        "live_edge_90k": window.last().map(|l| l.hls_end().ticks()),
+        "retained": first_retained.first().map(|s| json!({"first_seq": s.seq, "start": secs(s.hls_start), "start_90k": s.hls_start.ticks()})),
     });
     Ok(HttpResponse::Ok()
         .content_type("application/json")

@@ -184,6 +184,9 @@ fn segments_and_init_are_served_immutable_and_aged_out_ones_are_404() {
     assert_eq!(t["window"]["last_seq"], 8);
     assert_eq!(t["window"]["end_utc"], "2026-11-24T07:00:10.500Z");
     assert_eq!(t["live_edge"], 9.0);
+    assert_eq!(t["live_edge_90k"], 9 * crate::common::D);
+    assert_eq!(t["epochs"][0]["hls_end_90k"], 6 * crate::common::D);
+    assert_eq!(t["segment_duration_90k"], crate::common::D);
     assert_eq!(t["retained"]["first_seq"], 0);
     let dbg = s.get("/debug/timeline").text();
     assert!(
