@@ -90,24 +90,10 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_logging();
     let config = args.serve.config(&args.store, args.live_window)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async {
-        let spec = args.store.store_spec();
-        let store = hlsmark_store::open(&spec, &args.store.store_prefix)
-            .await
-            .with_context(|| format!("opening store {spec}"))?;
+    crate::common::runtime()?.block_on(async {
+        let store = crate::common::open_store(&args.store).await?;
         let api = hlsmark_api::Api::bind(config, store)?;
         // Scripts and tests read this line to learn the port (useful with --listen 127.0.0.1:0).
         println!("hlsmark serve: listening on http://{}", api.local_addr());
