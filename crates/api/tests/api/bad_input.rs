@@ -323,3 +323,64 @@ fn writes_without_a_configured_token_are_refused_with_a_hint() {
     // Reads still work.
     assert_eq!(s.get("/markers").status, 200);
 }
+
+#[test]
+fn cors_allows_listed_origins_and_the_page_itself_only() {
+    let s = crate::common::TestServer::start_configured(None, true, Some(TOKEN), |c| {
+        c.cors_origins = vec!["https://dash.example.com".to_owned()];
+    });
+    let preflight = |origin: &str| {
+        request(
+            s.addr,
+            "OPTIONS",
+            "/markers",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                (
+                    "Access-Control-Request-Headers",
+                    "authorization, content-type",
+                ),
+            ],
+            b"",
+        )
+    };
+    let ok = preflight("https://dash.example.com");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://dash.example.com")
+    );
+    assert!(ok.header("access-control-allow-credentials").is_none());
+    let evil = preflight("https://evil.example.com");
+    assert!(evil.status >= 400, "{evil:?}");
+    assert_eq!(evil.error_code(), "bad_request");
+    assert!(evil.header("access-control-allow-origin").is_none());
+    // A simple GET from a listed origin carries the header; from another origin it does not.
+    let get = request(
+        s.addr,
+        "GET",
+        "/markers",
+        &[("Origin", "https://dash.example.com")],
+        b"",
+    );
+    assert_eq!(
+        get.header("access-control-allow-origin"),
+        Some("https://dash.example.com")
+    );
+    // The page's own origin (what browsers send on a same-origin POST) is always allowed.
+    let own = format!("http://{}", s.addr);
+    let auth = format!("Bearer {TOKEN}");
+    let post = request(
+        s.addr,
+        "POST",
+        "/markers",
+        &[
+            ("Origin", &own),
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"label":"same origin","hls":1}"#,
+    );
+    assert_eq!(post.status, 201, "{}", post.text());
+}

@@ -157,6 +157,16 @@ impl TestServer {
 
     /// `store_spec`: `None` = a redb file in the temp dir.
     pub fn start_with(store_spec: Option<String>, fixture: bool, token: Option<&str>) -> Self {
+        Self::start_configured(store_spec, fixture, token, |_| {})
+    }
+
+    /// Like [`Self::start_with`], with a last word on the configuration.
+    pub fn start_configured(
+        store_spec: Option<String>,
+        fixture: bool,
+        token: Option<&str>,
+        adjust: impl FnOnce(&mut ApiConfig),
+    ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -180,7 +190,9 @@ impl TestServer {
             done: None,
             data,
         };
-        s.serve(config(s.data.path(), token));
+        let mut cfg = config(s.data.path(), token);
+        adjust(&mut cfg);
+        s.serve(cfg);
         s
     }
 
