@@ -301,6 +301,20 @@ fn bad_input_table_answers_json_4xx_and_server_keeps_serving() {
     // Still serving.
     assert_eq!(s.get("/healthz").status, 200);
     assert_eq!(s.get("/markers?from=0&to=10").status, 200);
+    // The largest accepted values convert without overflow.
+    assert_eq!(
+        s.post_marker(&serde_json::json!({"label": "m", "hls": 1}))
+            .status,
+        201
+    );
+    let far = s.get("/markers?seq=1000000000000");
+    assert_eq!(far.status, 200, "{}", far.text());
+    assert!(far.json()["markers"][0]["client"].as_f64().unwrap() < -9e11);
+    assert_eq!(s.get("/markers?from=-3.15e11&to=3.15e11").status, 200);
+    assert_eq!(
+        s.get("/hls/live/vod.m3u8?from=-3.15e11&to=3.15e11").status,
+        200
+    );
     assert_eq!(s.get("/hls/live/index.m3u8").status, 200);
     assert_eq!(s.get("/hls/live/e0-00000000.m4s").status, 200);
 }
