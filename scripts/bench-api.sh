@@ -59,7 +59,7 @@ SEG_BYTES=$(stat -c %s "$SEGDIR"/e0-0000000*.m4s | awk '{s+=$1} END {printf "%d"
 
 if [[ ${BENCH_STORE:-embedded} == redis ]]; then
   RPORT=$(free_port)
-  redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" >/dev/null &
+  "${NICE[@]}" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" >/dev/null &
   PIDS+=($!)
   wait_port "$RPORT"
   STORE="redis://127.0.0.1:$RPORT/"
