@@ -195,3 +195,86 @@ fn nothing_to_list_is_an_error() {
         Err(PlaylistError::NoSegments)
     );
 }
+
+mod properties {
+    //! Any index the API can hand over renders into a playlist m3u8-rs parses back consistently.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_window_renders_and_parses_back(
+            seqs in proptest::collection::btree_set(0u64..60, 1..40),
+            restart_at in 1u64..60,
+            marks in proptest::collection::vec((0i64..60 * D, 0i64..3 * D, "[ -~]{1,20}"), 0..8),
+            vod in any::<bool>(),
+        ) {
+            let fps = FrameRate::new(30_000, 1_001).unwrap();
+            let e0 = epoch(0, 0, 0, anchor(), fps);
+            let start1 = e0.segment_start(restart_at);
+            let e1 = epoch(1, restart_at, start1.ticks(), anchor() + Duration90k(start1.ticks() + D), fps);
+            let t = Timeline::new(vec![e0, e1]).unwrap();
+            let segs: Vec<Segment> = seqs
+                .iter()
+                .map(|&seq| {
+                    let e = t.epoch_at_seq(seq).unwrap();
+                    let hls = e.segment_start(seq);
+                    Segment {
+                        seq,
+                        epoch: e.index,
+                        hls_start: hls,
+                        duration: e.segment_duration(),
+                        utc_start: t.hls_to_utc(hls).unwrap(),
+                        file: format!("e{}-{seq:08}.m4s", e.index),
+                        init_file: Some(format!("e{}-init.mp4", e.index)),
+                    }
+                })
+                .collect();
+            let ranges: Vec<DateRange> = marks
+                .iter()
+                .enumerate()
+                .map(|(i, (hls, dur, label))| DateRange {
+                    id: uuid_like(i as u128),
+                    label: label.clone(),
+                    hls: HlsTime(*hls),
+                    utc: t.hls_to_utc(HlsTime(*hls)).unwrap(),
+                    duration: Duration90k(*dur),
+                })
+                .collect();
+            let kind = if vod { Kind::Vod } else { Kind::Live };
+            let text = render(&t, &segs, &ranges, kind).unwrap();
+            let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+            // Live lists the contiguous run at the edge; VOD lists everything.
+            let last = *seqs.iter().next_back().unwrap();
+            let expected: Vec<u64> = if vod {
+                seqs.iter().copied().collect()
+            } else {
+                let mut run = vec![last];
+                while let Some(&prev) = run.last() {
+                    if prev > 0 && seqs.contains(&(prev - 1)) { run.push(prev - 1) } else { break }
+                }
+                run.reverse();
+                run
+            };
+            prop_assert_eq!(parsed.media_sequence, expected[0]);
+            prop_assert_eq!(parsed.segments.len(), expected.len());
+            prop_assert_eq!(parsed.end_list, vod);
+            for (s, seq) in parsed.segments.iter().zip(&expected) {
+                let name = format!("-{seq:08}.m4s");
+                prop_assert!(s.uri.ends_with(&name), "{} vs {}", s.uri, name);
+                prop_assert!(s.program_date_time.is_some());
+                prop_assert!((f64::from(s.duration) - 1.001).abs() < 1e-6);
+            }
+            prop_assert_eq!(text.matches("#EXT-X-PROGRAM-DATE-TIME:").count(), expected.len());
+            // Each date range at most once, and only the ones overlapping the listed media.
+            let first_start = t.segment_start(expected[0]).unwrap();
+            let end = t.segment_start(*expected.last().unwrap()).unwrap() + Duration90k(90_090);
+            for d in &ranges {
+                let listed = text.matches(&format!("ID=\"{}\"", d.id)).count();
+                let overlaps = d.hls < end && (d.hls >= first_start || d.hls + d.duration > first_start);
+                prop_assert_eq!(listed, usize::from(overlaps), "{:?}", d);
+            }
+        }
+    }
+}
