@@ -123,6 +123,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, parsing answers a value or a 400, never a panic, and every
+        /// accepted HLS time is finite and within 10,000 years.
+        #[test]
+        fn any_text_parses_or_is_refused(s in "\\PC{0,40}", n in proptest::num::f64::ANY) {
+            for input in [s.clone(), n.to_string(), format!("{n:e}")] {
+                match TimeParam::parse("from", &input) {
+                    Ok(TimeParam::Hls(h)) => proptest::prop_assert!(h.ticks().abs() <= 10_000 * 366 * 86_400 * 90_000),
+                    Ok(TimeParam::Utc(_)) => {}
+                    Err(e) => proptest::prop_assert_eq!(e.status.as_u16(), 400),
+                }
+                let _ = parse_u64("limit", &input, 1000);
+                let _ = crate::files::classify(&input);
+            }
+        }
+    }
+
     #[test]
     fn integers_are_bounded() {
         assert_eq!(parse_u64("limit", "10", 1000).unwrap(), 10);
