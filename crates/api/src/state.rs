@@ -160,8 +160,8 @@ impl AppState {
         self.views.read().ok()?.get(stream).cloned()
     }
 
-    /// The stream's view at the store's current version: one `version` round trip per request,
-    /// epochs re-read only when it moved. If the store is unreachable and a view is cached, the
+    /// The stream's view at the store's current version (see [`Self::version`] for how often
+    /// that is read); epochs are re-read only when it moved. If the store is unreachable and a view is cached, the
     /// cached one is used (video keeps playing while the store is down).
     pub async fn view(&self, stream: &StreamName) -> Result<Arc<StreamView>, ApiError> {
         let cached = self.cached(stream);
