@@ -222,6 +222,8 @@ function isBuffered(t, margin = 0.05) {
  * the test hook.
  */
 async function seekToHls(hls, { pause = true } = {}) {
+  // Let a seek still loading land first: overlapping seeks make VHS fetch and probe twice.
+  if (player.seeking()) await waitFor(player, 'seeked', 3000);
   const client = clientOfHls(hls);
   if (client === null) throw new Error('the stream has not started playing yet');
   const target = seekTargetSecs(client, frameTicks());
@@ -315,11 +317,13 @@ async function backToLiveNow({ play = true } = {}) {
     // Not liveTracker.seekToLiveEdge(): it does nothing while video.js still counts the position as
     // "at the edge" (its own tolerance), and the button promises a jump.
     const lt = player.liveTracker;
+    if (player.seeking()) await waitFor(player, 'seeked', 3000);
     const edge = lt?.liveCurrentTime();
     if (Number.isFinite(edge)) {
       player.currentTime(edge);
     }
-    await player.play()?.catch(() => {});
+    // play() can stay pending while the player waits for data: never hold the navigation queue on it.
+    await Promise.race([player.play()?.catch(() => {}), new Promise((r) => setTimeout(r, 3000))]);
   }
   setSelected(null);
   updatePosition();

@@ -67,6 +67,7 @@ function state() {
       errors: state.errors,
       currentTime: player.currentTime(),
       paused: player.paused(),
+      seeking: player.seeking(),
       src: player.currentSrc(),
       seekable: sk.length ? [sk.start(0), sk.end(sk.length - 1)] : null,
       liveCurrentTime: player.liveTracker?.liveCurrentTime(),
@@ -235,7 +236,10 @@ describe('player page', () => {
     const behind = await state();
     assert.ok(behind.liveCurrentTime - behind.currentTime > 2, `behind live by ${behind.liveCurrentTime - behind.currentTime}`);
     await page.click('#go-live');
-    await waitState('the live edge', (s) => !s.paused && s.liveCurrentTime - s.currentTime < 3.5 && s.goLiveHidden, 10000);
+    const edge = await waitState('the live edge', (s) => !s.paused && !s.seeking && s.liveCurrentTime - s.currentTime < 3.5 && s.goLiveHidden, 10000);
+    // And it keeps playing there (a seek that never lands would also report the target time).
+    await waitState('playback at the live edge', (s) => !s.seeking && s.currentTime > edge.currentTime + 0.5
+      && s.liveCurrentTime - s.currentTime < 3.5, 5000);
   });
 
   test('5. an archived marker plays from the VOD playlist, and "back to live" returns', async () => {
