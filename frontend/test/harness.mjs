@@ -4,6 +4,7 @@
 //
 // Environment:
 //   HLSMARK_BIN        the hlsmark binary (default: <repo>/target/debug/hlsmark, built if missing)
+//   HLSMARK_TEST_STACK `run` tests the single binary (`hlsmark run`, embedded store) instead
 //   HLSMARK_TEST_URL   use an already running server instead (with HLSMARK_TEST_TOKEN)
 //   CHROMIUM           browser binary (default /usr/bin/chromium)
 import { execFileSync, spawn } from 'node:child_process';
@@ -104,17 +105,10 @@ function hlsmarkBin() {
   return bin;
 }
 
-function helpOf(bin, sub) {
-  try {
-    return execFileSync(bin, [sub, '--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    return String(err.stdout ?? '');
-  }
-}
-
 /**
  * The real stack: redis-server + `hlsmark generate` (small frames, frequent events, paced to wall
- * time) + `hlsmark serve` with a short live window, serving this package's dist/.
+ * time) + `hlsmark serve` with a short live window, serving this package's dist/. With
+ * HLSMARK_TEST_STACK=run: `hlsmark run` alone (embedded store).
  */
 export async function startStack({ liveWindow = 6, fps = 30 } = {}) {
   if (process.env.HLSMARK_TEST_URL) {
@@ -129,40 +123,44 @@ export async function startStack({ liveWindow = 6, fps = 30 } = {}) {
   const token = 'browser-test-token';
   const store = `redis://127.0.0.1:${redisPort}/`;
 
+  const genFlags = ['--width', '320', '--height', '180', '--fps', String(fps), '--segment-duration', '1s',
+    '--event-mean', '3s', '--event-duration', '1s', '--seed', '1', '--live-window', String(liveWindow), '--block-size', '30'];
+  const webFlags = ['--listen', `127.0.0.1:${httpPort}`, '--token', token, '--frontend-dir', path.join(frontendDir, 'dist')];
+  if (process.env.HLSMARK_TEST_STACK === 'run') {
+    // The single-binary product: generator + API + embedded store in one process.
+    const run = start('run', bin, ['run', '--data-dir', dataDir, '--stream', 'live', ...genFlags, ...webFlags], dir);
+    const url = `http://127.0.0.1:${httpPort}`;
+    await waitForStream(url, [run]);
+    return { url, token, fps, dir, procs: [run], generator: run, external: false };
+  }
+
   const redis = start('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], dir);
   await waitUntil('redis-server', () => new Promise((resolve) => {
     const s = net.connect(redisPort, '127.0.0.1', () => { s.end(); resolve(true); });
     s.on('error', () => resolve(false));
   }), 10000);
 
-  const genHelp = helpOf(bin, 'generate');
-  const genArgs = ['generate', '--store', store, '--data-dir', dataDir, '--stream', 'live',
-    '--width', '320', '--height', '180', '--fps', String(fps), '--segment-duration', '1s',
-    '--event-mean', '3s', '--event-duration', '1s', '--seed', '1'];
-  if (genHelp.includes('--live-window')) genArgs.push('--live-window', String(liveWindow));
-  if (genHelp.includes('--block-size')) genArgs.push('--block-size', '30');
-  const gen = start('generate', bin, genArgs, dir, { HLSMARK_LIVE_WINDOW: String(liveWindow) });
-
-  const serveHelp = helpOf(bin, 'serve');
-  const serveArgs = ['serve', '--store', store, '--data-dir', dataDir, '--listen', `127.0.0.1:${httpPort}`,
-    '--token', token, '--frontend-dir', path.join(frontendDir, 'dist')];
-  // A short live window (in segments) so markers become archived during the run.
-  if (serveHelp.includes('--live-window')) serveArgs.push('--live-window', String(liveWindow));
-  const serve = start('serve', bin, serveArgs, dir, { HLSMARK_LIVE_WINDOW: String(liveWindow) });
+  const gen = start('generate', bin, ['generate', '--store', store, '--data-dir', dataDir, '--stream', 'live', ...genFlags], dir);
+  const serve = start('serve', bin, ['serve', '--store', store, '--data-dir', dataDir, '--live-window', String(liveWindow), ...webFlags], dir);
   const url = `http://127.0.0.1:${httpPort}`;
 
   const procs = [redis, gen, serve];
+  await waitForStream(url, procs);
+  return { url, token, fps, dir, procs, generator: gen, external: false };
+}
+
+/** Waits until the live playlist holds 4 segments; a child that exits fails it with its log. */
+async function waitForStream(url, procs) {
   try {
     await waitUntil('the live playlist to hold 4 segments', async () => {
-      for (const p of procs) if (p.exited) throw new Error(`${p.name} exited (${JSON.stringify(p.exited)}):\n${tail(p)}`);
+      for (const p of procs) if (p.exited) throw new Error(`${p.name} exited (${JSON.stringify(p.exited)})`);
       const res = await fetch(`${url}/hls/live/index.m3u8`);
       if (!res.ok) return false;
       return ((await res.text()).match(/#EXTINF/g) ?? []).length >= 4;
     }, 30000, 250);
   } catch (err) {
-    throw new Error(`${err.message}\n--- generate\n${tail(gen)}\n--- serve\n${tail(serve)}\n(generate --help mentions block size: ${genHelp.includes('--block-size')})`);
+    throw new Error(`${err.message}\n${procs.map((p) => `--- ${p.name}\n${tail(p)}`).join('\n')}`);
   }
-  return { url, token, fps, dir, procs, external: false };
 }
 
 export function stopStack() {

@@ -273,8 +273,7 @@ describe('player page', () => {
 
   test('6. after an encoder restart (new epoch, discontinuity) a marker is still frame-exact', { skip: !!process.env.HLSMARK_TEST_URL }, async () => {
     const before = (await api('/timeline?stream=live')).body.epochs.length;
-    const gen = stack.procs.find((p) => p.name === 'generate');
-    const ffmpeg = childPids(gen.pid, 'ffmpeg')[0];
+    const ffmpeg = childPids(stack.generator.pid, 'ffmpeg')[0];
     assert.ok(ffmpeg, 'the generator has an ffmpeg child');
     process.kill(Number(ffmpeg), 'SIGKILL');
     const tl = await waitUntil('a new epoch', async () => {
