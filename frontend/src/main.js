@@ -645,6 +645,8 @@ player.on('error', () => {
 });
 setInterval(() => {
   measure();
+  // The live window slides while paused too; video.js moves its playhead only on timeupdate.
+  if (player.paused()) seekBar?.update?.();
   renderBar();
   updateRows();
   updatePosition();
