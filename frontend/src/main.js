@@ -391,7 +391,13 @@ function renderBar() {
     }
     const el = barMarker(m);
     el.hidden = false;
-    el.style.left = `${Math.min(100, Math.max(0, pct)).toFixed(3)}%`;
+    const left = Math.min(100, Math.max(0, pct));
+    el.style.left = `${left.toFixed(3)}%`;
+    // The event's extent as a faint band after the tick (the tick is the marker's frame).
+    const dur = Number.isFinite(m.duration_90k) ? m.duration_90k : secsToTicks(m.duration ?? 0);
+    const end = dur > 0 ? barPercent(ticksToSecs(client + dur)) : null;
+    const px = end === null ? 0 : ((Math.min(100, end) - left) / 100) * barLayer.clientWidth - 3;
+    el.style.setProperty('--hm-extent', `${Math.max(0, px).toFixed(1)}px`);
     el.classList.toggle('hm-new', rowEls.get(m.id)?.classList.contains('hm-new') ?? false);
     el.classList.toggle('hm-selected', state.lastSeekId === m.id);
   }
