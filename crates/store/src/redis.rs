@@ -38,7 +38,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use hlsmark_clock::{Epoch, HlsTime, Segment, SeqNo};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{Client, IntoConnectionInfo, RedisError, Script, Value};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -378,8 +379,18 @@ impl RedisStore {
                 "invalid key prefix {prefix:?}: use 1-64 of A-Z, a-z, 0-9, '_', '.' and '-'"
             )));
         }
-        let client = Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+        let bad_url = |e: RedisError| StoreError::Unavailable(format!("invalid redis url: {e}"));
+        // TCP_NODELAY: requests are small and latency-bound (Nagle plus delayed ACKs would add
+        // tens of milliseconds to pipelined calls). TCP_USER_TIMEOUT: a peer that vanished without
+        // a reset is given up on within seconds, which ends the live-feed subscription too.
+        let tcp = TcpSettings::default().set_nodelay(true);
+        #[cfg(target_os = "linux")]
+        let tcp = tcp.set_user_timeout(Duration::from_secs(5));
+        let info = url
+            .into_connection_info()
+            .map_err(bad_url)?
+            .set_tcp_settings(tcp);
+        let client = Client::open(info).map_err(bad_url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
