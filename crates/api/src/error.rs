@@ -84,9 +84,9 @@ impl From<TimelineError> for ApiError {
                 "unknown_stream",
                 "the stream has no timeline yet (no segments were published)",
             ),
-            TimelineError::BeforeStart(_) | TimelineError::SeqBeforeStart(_) => {
-                Self::bad_request("time_out_of_range", e.to_string())
-            }
+            TimelineError::BeforeStart(_)
+            | TimelineError::SeqBeforeStart(_)
+            | TimelineError::InGap(..) => Self::bad_request("time_out_of_range", e.to_string()),
             TimelineError::Overflow(_) => Self::bad_request("time_out_of_range", e.to_string()),
             TimelineError::OutOfOrder { .. } | TimelineError::ZeroSegment(_) => {
                 Self::internal(format!("the stored timeline is inconsistent: {e}"))

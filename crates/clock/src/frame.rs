@@ -81,10 +81,16 @@ impl FrameRate {
     /// Media time offset of frame `n` from the start of its epoch: `floor(n * 90000 * den / num)`.
     /// Exact (no rounding at all) whenever 90000 * den is a multiple of num, as for 24, 25, 30,
     /// 50, 60 and 30000/1001 fps.
+    /// Saturates at the `i64` range instead of wrapping.
     pub fn frame_to_ticks(self, n: i64) -> Duration90k {
         let t = (i128::from(n) * self.k()).div_euclid(i128::from(self.num()));
-        #[allow(clippy::cast_possible_truncation)]
-        Duration90k(t as i64)
+        Duration90k(i64::try_from(t).unwrap_or(if t < 0 { i64::MIN } else { i64::MAX }))
+    }
+
+    /// [`Self::frame_to_ticks`], or `None` when the time does not fit in an `i64`.
+    pub fn checked_frame_to_ticks(self, n: i64) -> Option<Duration90k> {
+        let t = (i128::from(n) * self.k()).div_euclid(i128::from(self.num()));
+        i64::try_from(t).ok().map(Duration90k)
     }
 
     /// The frame shown at offset `d` from the start of the epoch: the largest `n` with

@@ -10,6 +10,8 @@ pub const TICKS_PER_SECOND: i64 = 90_000;
 /// Largest magnitude accepted from the outside world, in seconds: 10,000 years. Far inside `i64`
 /// ticks (about 3.2 million years), so sums and differences of two accepted values cannot overflow.
 const MAX_ABS_SECS: f64 = 10_000.0 * 366.0 * 86_400.0;
+/// The same bound in ticks.
+pub const MAX_ABS_TICKS: i64 = 10_000 * 366 * 86_400 * TICKS_PER_SECOND;
 
 /// Why a value from outside could not become a time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -249,8 +251,10 @@ impl UtcTime {
     }
 
     /// RFC 3339 with milliseconds and `Z`, the form of `EXT-X-PROGRAM-DATE-TIME`.
+    /// Rounded to the nearest millisecond, so the printed time is within 0.5 ms of the exact one.
     pub fn to_rfc3339_millis(self) -> String {
-        match self.to_chrono() {
+        let rounded = Self((self.0.div_euclid(45) + 1).div_euclid(2) * 90);
+        match rounded.to_chrono() {
             Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             None => format!("invalid-utc({})", self.0),
         }
@@ -302,6 +306,24 @@ mod tests {
         assert_eq!(
             offset,
             UtcTime::parse_rfc3339("2026-11-24T07:00:00Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn printed_utc_rounds_to_the_nearest_millisecond() {
+        let base = UtcTime::parse_rfc3339("2026-11-24T07:52:05Z").unwrap();
+        // Frame 1006 at 30 fps after a whole second: .4843333 s prints as .484, .4846 as .485.
+        assert_eq!(
+            (base + Duration90k(43_590)).to_rfc3339_millis(),
+            "2026-11-24T07:52:05.484Z"
+        );
+        assert_eq!(
+            (base + Duration90k(43_614)).to_rfc3339_millis(),
+            "2026-11-24T07:52:05.485Z"
+        );
+        assert_eq!(
+            (base + Duration90k(89_990)).to_rfc3339_millis(),
+            "2026-11-24T07:52:06.000Z"
         );
     }
 

@@ -43,12 +43,24 @@ impl Epoch {
     }
 
     /// Start of segment `seq`, which must belong to this epoch (`seq >= first_seq`).
+    /// Saturates for absurd sequence numbers; [`Self::checked_segment_start`] reports them.
     pub fn segment_start(&self, seq: SeqNo) -> HlsTime {
-        let k = i64::try_from(seq.saturating_sub(self.first_seq)).unwrap_or(i64::MAX / 4);
-        self.hls_start
-            + self
-                .fps
-                .frame_to_ticks(k.saturating_mul(i64::from(self.segment_frames)))
+        self.checked_segment_start(seq).unwrap_or(HlsTime(i64::MAX))
+    }
+
+    /// Start of segment `seq`, or `None` when it would lie beyond 10,000 years of media.
+    pub fn checked_segment_start(&self, seq: SeqNo) -> Option<HlsTime> {
+        let k = i64::try_from(seq.saturating_sub(self.first_seq)).ok()?;
+        let frames = k.checked_mul(i64::from(self.segment_frames))?;
+        let t = self
+            .hls_start
+            .checked_add(self.fps.checked_frame_to_ticks(frames)?)?;
+        (t.ticks().abs() <= crate::time::MAX_ABS_TICKS).then_some(t)
+    }
+
+    /// Media covered by the epoch's published segments, once the epoch is closed.
+    fn media_len(&self) -> Option<Duration90k> {
+        self.hls_end.map(|end| end - self.hls_start)
     }
 
     /// Sequence number of the segment holding media time `hls` (which must not precede the epoch).
@@ -82,8 +94,10 @@ impl Epoch {
 pub enum TimelineError {
     #[error("the stream has no epochs yet")]
     Empty,
-    #[error("{0:?} is before the stream began")]
+    #[error("{0} is before the stream began")]
     BeforeStart(String),
+    #[error("there is no video at {0}: the stream was down from {1} to {2}")]
+    InGap(String, String, String),
     #[error("epoch {index} does not follow epoch {prev}: {why}")]
     OutOfOrder {
         index: u32,
@@ -185,19 +199,20 @@ impl Timeline {
     pub fn epoch_at_hls(&self, hls: HlsTime) -> Result<&Epoch, TimelineError> {
         self.require()?;
         self.epoch_by(hls, |e| e.hls_start)
-            .ok_or_else(|| TimelineError::BeforeStart(format!("{hls:?}")))
+            .ok_or_else(|| TimelineError::BeforeStart(format!("{} s (HLS)", hls.as_secs_f64())))
     }
 
     pub fn epoch_at_gen(&self, gen_time: GenTime) -> Result<&Epoch, TimelineError> {
         self.require()?;
-        self.epoch_by(gen_time, |e| e.gen_start)
-            .ok_or_else(|| TimelineError::BeforeStart(format!("{gen_time:?}")))
+        self.epoch_by(gen_time, |e| e.gen_start).ok_or_else(|| {
+            TimelineError::BeforeStart(format!("{} s (GEN)", gen_time.as_secs_f64()))
+        })
     }
 
     pub fn epoch_at_utc(&self, utc: UtcTime) -> Result<&Epoch, TimelineError> {
         self.require()?;
         self.epoch_by(utc, |e| e.utc_start)
-            .ok_or_else(|| TimelineError::BeforeStart(format!("{utc:?}")))
+            .ok_or_else(|| TimelineError::BeforeStart(utc.to_string()))
     }
 
     pub fn epoch_at_seq(&self, seq: SeqNo) -> Result<&Epoch, TimelineError> {
@@ -214,9 +229,22 @@ impl Timeline {
         }
     }
 
-    /// GEN -> HLS: same offset as the epoch's first frame.
+    /// GEN -> HLS: same offset as the epoch's first frame. A generator time after a closed epoch
+    /// ended and before the next began (the encoder was down) has no video: `InGap`.
     pub fn gen_to_hls(&self, gen_time: GenTime) -> Result<HlsTime, TimelineError> {
         let e = self.epoch_at_gen(gen_time)?;
+        if let Some(len) = e.media_len()
+            && gen_time - e.gen_start >= len
+        {
+            return Err(TimelineError::InGap(
+                format!("{} s (GEN)", gen_time.as_secs_f64()),
+                format!("{} s", (e.gen_start + len).as_secs_f64()),
+                self.next_after(e).map_or_else(
+                    || "now".to_owned(),
+                    |n| format!("{} s", n.gen_start.as_secs_f64()),
+                ),
+            ));
+        }
         HlsTime(gen_time.0)
             .checked_add(e.gen_offset())
             .ok_or(TimelineError::Overflow("GEN to HLS"))
@@ -239,17 +267,64 @@ impl Timeline {
             .ok_or(TimelineError::Overflow("HLS to UTC"))
     }
 
-    /// UTC -> HLS (inverse of [`Self::hls_to_utc`]).
+    /// UTC -> HLS (inverse of [`Self::hls_to_utc`]). A wall time at which the stream was down
+    /// (after a closed epoch ended, before the next began) has no video: `InGap`.
     pub fn utc_to_hls(&self, utc: UtcTime) -> Result<HlsTime, TimelineError> {
         let e = self.epoch_at_utc(utc)?;
+        if let Some(len) = e.media_len()
+            && utc - e.utc_start >= len
+        {
+            return Err(TimelineError::InGap(
+                utc.to_string(),
+                (e.utc_start + len).to_string(),
+                self.next_after(e)
+                    .map_or_else(|| "now".to_owned(), |n| n.utc_start.to_string()),
+            ));
+        }
         e.hls_start
             .checked_add(utc - e.utc_start)
             .ok_or(TimelineError::Overflow("UTC to HLS"))
     }
 
+    /// UTC -> HLS for the bound of a range: a time before the stream is its start, a time when
+    /// the stream was down is where video resumed, so `[from, to)` covers exactly its video.
+    pub fn utc_to_hls_bound(&self, utc: UtcTime) -> Result<HlsTime, TimelineError> {
+        match self.utc_to_hls(utc) {
+            Err(TimelineError::BeforeStart(_)) => Ok(self.epochs[0].hls_start),
+            Err(TimelineError::InGap(..)) => {
+                let e = self.epoch_at_utc(utc)?;
+                Ok(self.next_after(e).map_or(e.hls_start, |n| n.hls_start))
+            }
+            r => r,
+        }
+    }
+
+    fn next_after(&self, e: &Epoch) -> Option<&Epoch> {
+        self.epochs.iter().find(|n| n.index > e.index)
+    }
+
+    /// Checks that media time `hls` holds video: not before the stream, nor in the part of a
+    /// closed epoch's nominal range that its short last segment did not cover.
+    pub fn check_media(&self, hls: HlsTime) -> Result<&Epoch, TimelineError> {
+        let e = self.epoch_at_hls(hls)?;
+        match e.hls_end {
+            Some(end) if hls >= end => Err(TimelineError::InGap(
+                format!("{} s (HLS)", hls.as_secs_f64()),
+                format!("{} s", end.as_secs_f64()),
+                self.next_after(e).map_or_else(
+                    || "now".to_owned(),
+                    |n| format!("{} s", n.hls_start.as_secs_f64()),
+                ),
+            )),
+            _ => Ok(e),
+        }
+    }
+
     /// Start of segment `seq` on the HLS clock.
     pub fn segment_start(&self, seq: SeqNo) -> Result<HlsTime, TimelineError> {
-        Ok(self.epoch_at_seq(seq)?.segment_start(seq))
+        self.epoch_at_seq(seq)?
+            .checked_segment_start(seq)
+            .ok_or(TimelineError::Overflow("sequence number to media time"))
     }
 
     /// Sequence number of the segment holding `hls`.
@@ -453,6 +528,47 @@ mod tests {
         assert_eq!(ntsc.frame_time(1), HlsTime(3_003));
         assert_eq!(ntsc.frame_at(HlsTime(3_002)), 0);
         assert_eq!(ntsc.frame_at(HlsTime(3_003)), 1);
+    }
+
+    #[test]
+    fn times_when_the_stream_was_down_have_no_video() {
+        let t = two_epochs();
+        // Epoch 0 covers UTC [A, A + 10.5 s); epoch 1 starts at A + 13 s.
+        let down = UtcTime(ANCHOR + 12 * D);
+        assert!(matches!(t.utc_to_hls(down), Err(TimelineError::InGap(..))));
+        assert_eq!(t.utc_to_hls_bound(down).unwrap(), HlsTime(11 * D));
+        assert_eq!(t.utc_to_hls_bound(UtcTime(ANCHOR - D)).unwrap(), HlsTime(0));
+        assert_eq!(
+            t.utc_to_hls(UtcTime(ANCHOR + 10 * D)).unwrap(),
+            HlsTime(10 * D)
+        );
+        // GEN: epoch 0 covers [0, 10.5 s); epoch 1 starts at 12.5 s.
+        assert!(matches!(
+            t.gen_to_hls(GenTime(11 * D)),
+            Err(TimelineError::InGap(..))
+        ));
+        assert_eq!(t.gen_to_hls(GenTime(10 * D)).unwrap(), HlsTime(10 * D));
+        // HLS: the short last segment of epoch 0 ends at 10.5 s.
+        assert!(matches!(
+            t.check_media(HlsTime(10 * D + D / 2)),
+            Err(TimelineError::InGap(..))
+        ));
+        assert_eq!(t.check_media(HlsTime(11 * D)).unwrap().index, 1);
+        let msg = t.utc_to_hls(down).unwrap_err().to_string();
+        assert!(msg.contains("no video") && !msg.contains("/*"), "{msg}");
+    }
+
+    #[test]
+    fn absurd_join_sequences_are_errors_not_wraparounds() {
+        let t = two_epochs();
+        for seq in [u64::MAX, i64::MAX as u64, 9_223_372_036_854_775, 1 << 40] {
+            assert_eq!(
+                t.hls_to_client(HlsTime(D), seq),
+                Err(TimelineError::Overflow("sequence number to media time")),
+                "{seq}"
+            );
+        }
+        assert!(t.hls_to_client(HlsTime(D), 1_000_000).is_ok());
     }
 
     const TEN_YEARS: i64 = 10 * 366 * 86_400 * D;

@@ -233,6 +233,27 @@ fn invalid_time(name: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("invalid_time", format!("{name}: {e}"))
 }
 
+/// Half a millisecond: how far a UTC given to the millisecond may be from the exact time.
+const UTC_INPUT_TOLERANCE: Duration90k = Duration90k(45);
+/// How far past the live edge a marker may be (clock skew of detectors, segment latency).
+const FUTURE_TOLERANCE: Duration90k = Duration90k::from_secs(30);
+
+/// The latest media time a marker may have: where the last epoch is now by the wall clock (or
+/// where it ended, if it is closed), plus [`FUTURE_TOLERANCE`].
+fn live_limit(timeline: &Timeline) -> HlsTime {
+    let Some(last) = timeline.last() else {
+        return HlsTime::ZERO;
+    };
+    let edge = match last.hls_end {
+        Some(end) => end,
+        None => last
+            .hls_start
+            .checked_add(UtcTime::now() - last.utc_start)
+            .unwrap_or(last.hls_start),
+    };
+    edge.checked_add(FUTURE_TOLERANCE).unwrap_or(edge)
+}
+
 /// Turns a request body into a marker: the given time snapped to the start of the frame showing
 /// then, the other clocks computed from it.
 fn build_marker(
@@ -262,9 +283,25 @@ fn build_marker(
     } else {
         let u = body.utc.as_deref().unwrap_or_default();
         let u = UtcTime::parse_rfc3339(u).map_err(|e| invalid_time("utc", e))?;
-        timeline.utc_to_hls(u)?
+        // UTC comes in (and goes out) with millisecond precision, rounded to the nearest ms: a
+        // frame start printed as .484 for .4843 must come back to that frame, not the one before.
+        timeline.utc_to_hls(u)? + UTC_INPUT_TOLERANCE
     };
-    let epoch = timeline.epoch_at_hls(raw)?;
+    // The time must hold video: not before the stream, not while it was down, not in the future.
+    let epoch = timeline.check_media(raw)?;
+    let limit = live_limit(timeline);
+    if raw > limit {
+        return Err(ApiError::bad_request(
+            "time_out_of_range",
+            format!(
+                "{} s (HLS) is in the future: the live edge is near {} s; markers may be at most \
+                 {} s ahead of it",
+                raw.as_secs_f64(),
+                (limit - FUTURE_TOLERANCE).as_secs_f64(),
+                FUTURE_TOLERANCE.as_secs_f64()
+            ),
+        ));
+    }
     let hls = epoch.snap_to_frame(raw);
     let duration = match body.duration {
         Some(d) => {

@@ -1,6 +1,6 @@
 //! Parsing of query parameters into clock values, with errors that say what was expected.
 
-use hlsmark_clock::{HlsTime, Timeline, TimelineError, UtcTime};
+use hlsmark_clock::{HlsTime, Timeline, UtcTime};
 
 use crate::error::ApiError;
 
@@ -50,15 +50,13 @@ impl TimeParam {
     }
 
     /// The HLS time of a range bound (an RFC 3339 time is converted through the timeline). A
-    /// wall time before the stream began is the stream's start: "the last hour" of a stream that
-    /// started ten minutes ago is everything it has, not an error.
+    /// wall time before the stream began is the stream's start ("the last hour" of a stream that
+    /// started ten minutes ago is everything it has, not an error), and a wall time when the
+    /// stream was down is where the video resumed.
     pub fn to_hls(self, timeline: &Timeline) -> Result<HlsTime, ApiError> {
         match self {
             TimeParam::Hls(h) => Ok(h),
-            TimeParam::Utc(u) => match (timeline.utc_to_hls(u), timeline.epochs().first()) {
-                (Err(TimelineError::BeforeStart(_)), Some(first)) => Ok(first.hls_start),
-                (r, _) => r.map_err(ApiError::from),
-            },
+            TimeParam::Utc(u) => timeline.utc_to_hls_bound(u).map_err(ApiError::from),
         }
     }
 }

@@ -137,3 +137,48 @@ fn sse_delivers_a_posted_marker() {
     let metrics = s.get("/metrics").text();
     assert!(metrics.contains("hlsmark_sse_clients 2\n"), "{metrics}");
 }
+
+#[test]
+fn times_without_video_are_refused_and_ranges_skip_them() {
+    let s = TestServer::start();
+    // The fixture's epoch 0 ends at 07:00:06 (GEN 6 s); epoch 1 begins at 07:00:07.5 (GEN 7.5 s).
+    for body in [
+        json!({"label": "down", "utc": "2026-11-24T07:00:06.800Z"}),
+        json!({"label": "down", "gen": 7.0}),
+        json!({"label": "future", "hls": 1.0e7}),
+        json!({"label": "future", "utc": "2100-01-01T00:00:00Z"}),
+    ] {
+        let r = s.post_marker(&body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert_eq!(r.error_code(), "time_out_of_range", "{body}");
+        assert!(
+            !r.text().contains("/*"),
+            "no internal formatting: {}",
+            r.text()
+        );
+    }
+    // A range bound while the stream was down is where the video resumed (HLS 6 s).
+    let m = s.post_marker(&json!({"label": "after restart", "hls": 6.0}));
+    assert_eq!(m.status, 201, "{}", m.text());
+    let page = s
+        .get("/markers?from=2026-11-24T07:00:06.5Z&to=2026-11-24T07:00:07.6Z")
+        .json();
+    assert_eq!(page["markers"].as_array().unwrap().len(), 1, "{page}");
+    let empty = s
+        .get("/markers?from=2026-11-24T07:00:06.5Z&to=2026-11-24T07:00:07.0Z")
+        .json();
+    assert_eq!(empty["markers"].as_array().unwrap().len(), 0, "{empty}");
+}
+
+#[test]
+fn a_markers_printed_utc_posts_back_to_the_same_frame() {
+    let s = TestServer::start();
+    // Frame 70 starts at 2.3333... s, printed as .333: posting that UTC must land on frame 70.
+    let a = s.post_marker(&json!({"label": "a", "hls": 2.345})).json();
+    assert_eq!(ticks(&a), 70 * 3_000);
+    let b = s
+        .post_marker(&json!({"label": "b", "utc": a["utc"]}))
+        .json();
+    assert_eq!(ticks(&b), 70 * 3_000, "{b}");
+    assert_eq!(b["utc"], a["utc"]);
+}
