@@ -18,4 +18,4 @@ if [[ ! -f frontend/dist/index.html || frontend/package-lock.json -nt frontend/d
 fi
 cargo build --release --locked -p hlsmark
 export HLSMARK_TOKEN=${HLSMARK_TOKEN:-hlsmark-dev-token-change-me}
-exec target/release/hlsmark run "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/hlsmark" run "$@"
