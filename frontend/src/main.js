@@ -383,7 +383,10 @@ function renderBar() {
   for (const m of markers.values()) {
     const client = clientOfHls(markerHls(m));
     const pct = client === null ? null : barPercent(ticksToSecs(client));
-    const visible = pct !== null && pct >= -0.01 && (state.mode !== 'live' || !isArchived(m));
+    // Live: markers newer than the player's live point wait at the right end until it reaches
+    // them. Archive (a VOD range): only the markers inside the range belong on its bar.
+    const inRange = pct !== null && pct >= -0.01 && (state.mode === 'live' || pct <= 100.01);
+    const visible = inRange && (state.mode !== 'live' || !isArchived(m));
     if (!visible) {
       const el = barEls.get(m.id);
       if (el) el.hidden = true;
