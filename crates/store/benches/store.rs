@@ -192,8 +192,9 @@ fn main() {
         .unwrap_or(1_000_000)
         .max(1_000);
     let which = std::env::var("HLSMARK_BENCH_BACKENDS").unwrap_or_else(|_| "embedded,redis".into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread, like each actix-web worker that serves the API: the caller and the Redis
+    // connection's driver task wake each other without crossing threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
