@@ -57,6 +57,8 @@ const STREAMS: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("str
 const FEED_CAPACITY: usize = 4096;
 /// Largest page (markers, segments) read on the caller's thread; see [`EmbeddedStore::read`].
 const INLINE_READ_MAX: u32 = 100;
+/// Raw JSON decoded on the caller's thread at most (about 30 µs of parsing).
+const INLINE_DECODE_BYTES: usize = 32 * 1024;
 /// Markers per write transaction in [`Store::insert_markers`].
 const BULK_CHUNK: usize = 10_000;
 
@@ -125,6 +127,10 @@ pub(crate) fn check_segment(segment: &Segment) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn rows_bytes_small(rows: &[Vec<u8>]) -> bool {
+    rows.iter().map(Vec::len).sum::<usize>() <= INLINE_DECODE_BYTES
 }
 
 /// Bumps the stream's version and adjusts its marker count, registering the stream if new.
@@ -374,38 +380,56 @@ impl Store for EmbeddedStore {
         {
             return Err(StoreError::InvalidCursor(c.to_string()));
         }
-        self.read(q.limit <= INLINE_READ_MAX, move |db| {
-            let txn = db.begin_read()?;
-            let s = q.stream.as_str();
-            if txn.open_table(STREAMS)?.get(s)?.is_none() {
-                return Err(StoreError::UnknownStream(s.to_owned()));
-            }
-            let markers = txn.open_table(MARKERS)?;
-            let start = match q.after {
-                Some(c) => Bound::Excluded((s, c.hls.ticks(), c.id.as_u128())),
-                None => Bound::Included((s, q.from.ticks(), 0u128)),
-            };
-            let end = Bound::Excluded((s, q.to.ticks(), 0u128));
-            let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
-            let mut out = Vec::with_capacity(limit.min(64));
-            let mut more = false;
-            for row in markers.range((start, end))? {
-                let (k, v) = row?;
-                if out.len() == limit {
-                    more = true;
-                    break;
+        // Copy the raw rows out (a memcpy, cheap even for 100 markers of 16 KiB), then decode
+        // here when they are small, on a blocking thread when they are not: JSON parsing is what
+        // costs time, and only big `data` makes it slow.
+        let (rows, more) = self
+            .read(q.limit <= INLINE_READ_MAX, move |db| {
+                let txn = db.begin_read()?;
+                let s = q.stream.as_str();
+                if txn.open_table(STREAMS)?.get(s)?.is_none() {
+                    return Err(StoreError::UnknownStream(s.to_owned()));
                 }
-                let m: Marker = decode(v.value(), || format!("markers/{:?}", k.value()))?;
-                out.push(m);
-            }
+                let markers = txn.open_table(MARKERS)?;
+                let start = match q.after {
+                    Some(c) => Bound::Excluded((s, c.hls.ticks(), c.id.as_u128())),
+                    None => Bound::Included((s, q.from.ticks(), 0u128)),
+                };
+                let end = Bound::Excluded((s, q.to.ticks(), 0u128));
+                let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
+                let mut rows = Vec::with_capacity(limit.min(64));
+                let mut more = false;
+                for row in markers.range((start, end))? {
+                    let (_, v) = row?;
+                    if rows.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    rows.push(v.value().to_vec());
+                }
+                Ok((rows, more))
+            })
+            .await?;
+        let small = rows_bytes_small(&rows);
+        let decode_all = move || -> Result<Page> {
+            let markers = rows
+                .iter()
+                .map(|r| decode::<Marker>(r, || "markers (range query)".to_owned()))
+                .collect::<Result<Vec<_>>>()?;
             let next = if more {
-                out.last().map(Marker::cursor)
+                markers.last().map(Marker::cursor)
             } else {
                 None
             };
-            Ok(Page { markers: out, next })
-        })
-        .await
+            Ok(Page { markers, next })
+        };
+        if small {
+            decode_all()
+        } else {
+            tokio::task::spawn_blocking(decode_all)
+                .await
+                .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        }
     }
 
     async fn count_markers(&self, stream: &StreamName) -> Result<u64> {

@@ -723,6 +723,29 @@ async fn random_operations_match_a_model(h: Harness) {
     assert!(model.len() > 10, "the walk inserted something");
 }
 
+/// Pages of markers carrying the largest allowed `data` come back whole (the embedded backend
+/// decodes such pages off the async thread; small pages on it).
+async fn large_markers_round_trip(h: Harness) {
+    let s = &h.store;
+    let big = |n: u128| Marker {
+        data: Some(serde_json::json!({ "blob": "z".repeat(16 * 1024 - 20), "n": n.to_string() })),
+        ..marker(&live(), i64::try_from(n).unwrap() * SEC, n)
+    };
+    let ms: Vec<Marker> = (1..=40u128).map(big).collect();
+    for m in &ms {
+        m.validate().unwrap();
+    }
+    s.insert_markers(&ms).await.unwrap();
+    for limit in [3, 40, 1000] {
+        assert_eq!(
+            all_pages(s.as_ref(), 0, 100 * SEC, limit).await,
+            ms,
+            "limit {limit}"
+        );
+    }
+    assert_eq!(s.get_marker(&live(), id(7)).await.unwrap(), Some(big(7)));
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -755,6 +778,7 @@ conformance!(
     version_changes_on_every_change,
     retention_drops_old_segments_and_markers,
     random_operations_match_a_model,
+    large_markers_round_trip,
 );
 
 // ---------------------------------------------------------------------------------------------
