@@ -26,6 +26,9 @@ pub struct ApiConfig {
     pub cors_origins: Vec<String>,
     /// Largest accepted request body in bytes.
     pub body_limit: usize,
+    /// Time a request's whole body has to arrive (actix's own timeout covers only the head): a
+    /// stalled body gets a 408 instead of holding the connection and the shutdown.
+    pub body_timeout: Duration,
     /// HTTP worker threads.
     pub workers: usize,
     /// How long in-flight requests get to finish at shutdown.
@@ -53,6 +56,8 @@ pub enum ConfigError {
     CorsOrigin(String),
     #[error("body limit must be 1 KiB to 16 MiB, got {0} bytes")]
     BodyLimit(usize),
+    #[error("body timeout must be 100 ms to 10 min, got {0:?}")]
+    BodyTimeout(Duration),
     #[error("workers must be 1 to 256, got {0}")]
     Workers(usize),
     #[error(
@@ -73,6 +78,7 @@ impl ApiConfig {
             token: None,
             cors_origins: Vec::new(),
             body_limit: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
             shutdown_timeout: Duration::from_secs(10),
             file_cache_bytes: 16 * 1024 * 1024,
@@ -99,6 +105,9 @@ impl ApiConfig {
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.body_limit) {
             return Err(ConfigError::BodyLimit(self.body_limit));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.body_timeout) {
+            return Err(ConfigError::BodyTimeout(self.body_timeout));
         }
         if self.workers == 0 || self.workers > 256 {
             return Err(ConfigError::Workers(self.workers));

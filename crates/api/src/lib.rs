@@ -6,6 +6,7 @@
 //! [`Api::bind`] + [`Api::run_until`] (or [`serve`]) run it in-process, so `hlsmark run` can host
 //! it next to the generator on the same `Arc<dyn Store>`.
 
+mod body_deadline;
 mod config;
 mod error;
 mod files;
@@ -49,49 +50,66 @@ pub enum ServeError {
     Server(#[source] std::io::Error),
 }
 
+/// Every route pattern the router has, in registration order. [`res`] refuses any other pattern
+/// (in debug builds), and a test checks that the OpenAPI document describes exactly these, so a
+/// new route cannot go undocumented.
+pub const ROUTES: &[&str] = &[
+    "/",
+    "/hls/{stream}/index.m3u8",
+    "/hls/{stream}/vod.m3u8",
+    "/hls/{stream}/{file}",
+    "/markers",
+    "/markers/live",
+    "/markers/{id}",
+    "/timeline",
+    "/debug/timeline",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/assets/{file}",
+    "/{file}",
+];
+
 /// A resource named by its own pattern (the route label of the metrics).
 fn res(path: &'static str) -> actix_web::Resource {
+    debug_assert!(ROUTES.contains(&path), "{path} is missing from ROUTES");
     web::resource(path).name(path)
+}
+
+/// GET, and HEAD with the same handler: actix-http sends HEAD answers with the headers of the
+/// GET answer and no body.
+fn get_or_head() -> actix_web::Route {
+    use actix_web::guard;
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// Registers every route (used by the server and usable with `actix_web::test`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use routes::{hls, markers, meta};
-    cfg.service(res("/").route(web::get().to(meta::index)))
-        .service(
-            res("/hls/{stream}/index.m3u8")
-                .route(web::get().to(hls::live_playlist))
-                .route(web::head().to(hls::live_playlist)),
-        )
-        .service(
-            res("/hls/{stream}/vod.m3u8")
-                .route(web::get().to(hls::vod_playlist))
-                .route(web::head().to(hls::vod_playlist)),
-        )
-        .service(
-            res("/hls/{stream}/{file}")
-                .route(web::get().to(hls::media_file))
-                .route(web::head().to(hls::media_file)),
-        )
+    cfg.service(res("/").route(get_or_head().to(meta::index)))
+        .service(res("/hls/{stream}/index.m3u8").route(get_or_head().to(hls::live_playlist)))
+        .service(res("/hls/{stream}/vod.m3u8").route(get_or_head().to(hls::vod_playlist)))
+        .service(res("/hls/{stream}/{file}").route(get_or_head().to(hls::media_file)))
         .service(
             res("/markers")
-                .route(web::get().to(markers::list))
+                .route(get_or_head().to(markers::list))
                 .route(web::post().to(markers::create)),
         )
-        .service(res("/markers/live").route(web::get().to(markers::live)))
+        .service(res("/markers/live").route(get_or_head().to(markers::live)))
         .service(
             res("/markers/{id}")
-                .route(web::get().to(markers::get))
+                .route(get_or_head().to(markers::get))
                 .route(web::delete().to(markers::delete)),
         )
-        .service(res("/timeline").route(web::get().to(meta::timeline)))
-        .service(res("/debug/timeline").route(web::get().to(meta::debug_timeline)))
-        .service(res("/healthz").route(web::get().to(meta::healthz)))
-        .service(res("/readyz").route(web::get().to(meta::readyz)))
-        .service(res("/metrics").route(web::get().to(meta::metrics)))
-        .service(res("/openapi.json").route(web::get().to(meta::openapi)))
-        .service(res("/assets/{file}").route(web::get().to(meta::asset)))
-        .service(res("/{file}").route(web::get().to(meta::top_level_file)));
+        .service(res("/timeline").route(get_or_head().to(meta::timeline)))
+        .service(res("/debug/timeline").route(get_or_head().to(meta::debug_timeline)))
+        .service(res("/healthz").route(get_or_head().to(meta::healthz)))
+        .service(res("/readyz").route(get_or_head().to(meta::readyz)))
+        .service(res("/metrics").route(get_or_head().to(meta::metrics)))
+        .service(res("/openapi.json").route(get_or_head().to(meta::openapi)))
+        .service(res("/assets/{file}").route(get_or_head().to(meta::asset)))
+        .service(res("/{file}").route(get_or_head().to(meta::top_level_file)));
 }
 
 fn cors(cfg: &ApiConfig) -> actix_cors::Cors {
@@ -174,6 +192,7 @@ impl Api {
         let state = web::Data::new(AppState::new(self.store, cfg.clone(), stop_rx));
         let metrics = state.metrics.clone();
         let body_limit = cfg.body_limit;
+        let body_timeout = cfg.body_timeout;
         let use_cors = !cfg.cors_origins.is_empty();
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -191,6 +210,14 @@ impl Api {
                 .default_service(web::to(routes::meta::not_found))
                 .wrap(Condition::new(use_cors, cors(&cfg)))
                 .wrap(ErrorHandlers::new().default_handler(error::json_error_net))
+                .wrap_fn({
+                    let shutdown = app_state.shutdown.clone();
+                    move |mut req, srv| {
+                        let guard = body_deadline::arm(&mut req, body_timeout, &shutdown);
+                        srv.call(req)
+                            .map(move |res| res.map(|res| body_deadline::answer(res, guard)))
+                    }
+                })
                 .wrap_fn(move |req, srv| {
                     let start = Instant::now();
                     let m = m.clone();

@@ -18,8 +18,34 @@ fn ok_json(desc: &str, schema: Value) -> Value {
     json!({"description": desc, "content": {"application/json": {"schema": schema}}})
 }
 
+/// Every GET operation also answers HEAD (same status and headers, no body).
+fn add_head(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(get) = item.get("get") else { continue };
+        let mut head = json!({
+            "summary": format!("Headers of GET: {}", get["summary"].as_str().unwrap_or("")),
+            "responses": get["responses"].clone(),
+        });
+        if let Some(params) = get.get("parameters") {
+            head["parameters"] = params.clone();
+        }
+        if let Some(o) = item.as_object_mut() {
+            o.insert("head".to_owned(), head);
+        }
+    }
+}
+
 /// The document served at `/openapi.json`.
 pub fn document() -> Value {
+    let mut doc = paths_and_schemas();
+    add_head(&mut doc);
+    doc
+}
+
+fn paths_and_schemas() -> Value {
     let stream = q(
         "stream",
         "Stream name (default `live`), 1-64 of [A-Za-z0-9_-].",
@@ -59,7 +85,7 @@ pub fn document() -> Value {
                         q("to", "HLS seconds or RFC 3339 (exclusive); default: the end"),
                         stream.clone(),
                         q("seq", "Media sequence the player joined at: adds `client` times"),
-                        q("limit", "1-1000, default 100"),
+                        q("limit", "1 to 1000, default 100 (anything else: 400 invalid_limit)"),
                         q("cursor", "next_cursor of the previous page")
                     ],
                     "responses": {
@@ -77,14 +103,15 @@ pub fn document() -> Value {
                         "201": ok_json("Created", marker.clone()), "200": ok_json("The identical marker exists", marker.clone()),
                         "400": err("Invalid body"), "401": err("Missing or wrong token"), "403": err("Writes disabled: no token configured"),
                         "404": err("Unknown stream"), "409": err("Same id, different marker"), "413": err("Body too large"),
-                        "415": err("Not JSON"), "503": err("Store unavailable (Retry-After)")
+                        "408": err("The body did not arrive in time (request_timeout)"), "415": err("Not JSON"),
+                        "503": err("Store unavailable or shutting down (Retry-After)")
                     }
                 }
             },
             "/markers/live": {"get": {
                 "summary": "Server-Sent Events: `event: marker` with a Marker as data, keep-alive comments",
                 "parameters": [stream.clone()],
-                "responses": {"200": {"description": "text/event-stream"}, "503": err("Store unavailable")}
+                "responses": {"200": {"description": "text/event-stream"}, "404": err("Unknown stream (no timeline yet)"), "503": err("Store unavailable")}
             }},
             "/markers/{id}": {
                 "get": {"summary": "One marker", "parameters": [p("id", "Marker UUID"), stream.clone()],
@@ -98,11 +125,21 @@ pub fn document() -> Value {
                 "responses": {"200": ok_json("Timeline", json!({"type": "object"})), "404": err("Unknown stream")}
             }},
             "/debug/timeline": {"get": {"summary": "Plain-text view of epochs and the live window with every clock", "parameters": [stream],
-                "responses": {"200": {"description": "text/plain"}}}},
+                "responses": {"200": {"description": "text/plain"}, "404": err("Unknown stream")}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Readiness: the store answers", "responses": {"200": {"description": "ready"}, "503": err("Store unavailable")}}},
             "/metrics": {"get": {"summary": "Prometheus text metrics", "responses": {"200": {"description": "text/plain"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/assets/{file}": {"get": {
+                "summary": "A bundle of the built player page (<frontend-dir>/assets/); names of [A-Za-z0-9._-] only",
+                "parameters": [p("file", "File name, e.g. index-1a2b3c.js")],
+                "responses": {"200": {"description": "The file"}, "404": err("No such file, or a name outside the pattern")}
+            }},
+            "/{file}": {"get": {
+                "summary": "A top-level file of the built player page (index.html, favicon.ico, ...); names of [A-Za-z0-9._-] only",
+                "parameters": [p("file", "File name, e.g. index.html")],
+                "responses": {"200": {"description": "The file"}, "404": err("No such file, or a name outside the pattern")}
+            }}
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -123,4 +160,28 @@ pub fn document() -> Value {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document and the router list the same paths, and every GET also has a HEAD.
+    #[test]
+    fn openapi_documents_every_route_and_head() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+        let mut routed = crate::ROUTES.to_vec();
+        documented.sort_unstable();
+        routed.sort_unstable();
+        assert_eq!(documented, routed);
+        for (path, item) in paths {
+            assert_eq!(
+                item.get("get").is_some(),
+                item.get("head").is_some(),
+                "{path}: GET without HEAD or the reverse"
+            );
+        }
+    }
 }

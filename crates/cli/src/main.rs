@@ -31,12 +31,17 @@ enum Command {
     Run(run::Args),
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+/// Default log filter: our info logs, without actix-http's per-connection errors (a malformed
+/// request line, 431, 408 on an idle client...), which any client could use to flood the log at
+/// ERROR level. The client already got its 4xx.
+const DEFAULT_LOG_FILTER: &str = "info,actix_http::h1::dispatcher=off";
+
+/// Logs go to stderr; `RUST_LOG` filters them (default [`DEFAULT_LOG_FILTER`]).
 pub(crate) fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .try_init();

@@ -96,7 +96,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let store = crate::common::open_store(&args.store).await?;
         let api = hlsmark_api::Api::bind(config, store)?;
         // Scripts and tests read this line to learn the port (useful with --listen 127.0.0.1:0).
-        println!("hlsmark serve: listening on http://{}", api.local_addr());
+        // An unspecified address (0.0.0.0, [::]) is not a URL a browser can open: print localhost.
+        let addr = api.local_addr();
+        let host = if addr.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else if addr.is_ipv6() {
+            format!("[{}]", addr.ip())
+        } else {
+            addr.ip().to_string()
+        };
+        println!("hlsmark serve: listening on http://{host}:{}", addr.port());
         api.run_until(crate::generate::shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())

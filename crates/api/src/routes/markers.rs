@@ -123,16 +123,19 @@ pub async fn list(
         .map(|s| parse_u64("seq", s, MAX_SEQ))
         .transpose()?;
     let limit = match q.limit.as_deref() {
-        Some(s) => {
-            let l = parse_u64("limit", s, MAX_LIMIT)?;
-            if l == 0 {
+        // Every bad limit (0, -1, 1001, ten, empty) gets the same code and message.
+        Some(s) => match s.trim().parse::<u64>() {
+            Ok(l) if (1..=MAX_LIMIT).contains(&l) => l,
+            _ => {
                 return Err(ApiError::bad_request(
                     "invalid_limit",
-                    format!("limit must be 1 to {MAX_LIMIT}"),
+                    format!(
+                        "limit={:?}: limit must be 1 to {MAX_LIMIT}",
+                        s.chars().take(64).collect::<String>()
+                    ),
                 ));
             }
-            l
-        }
+        },
         None => DEFAULT_LIMIT,
     };
     let after = q
@@ -494,10 +497,29 @@ impl Drop for SseGuard {
 /// `GET /markers/live?stream=`: `event: marker` per new marker, keep-alive comments, ends at
 /// server shutdown.
 pub async fn live(
+    req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let stream = state.stream(query.stream.as_deref())?;
+    // Like /markers and /timeline: a stream without a timeline is unknown (a known stream with
+    // no markers yet gets the feed).
+    if state.view(&stream).await?.timeline.is_empty() {
+        return Err(ApiError::not_found(
+            "unknown_stream",
+            format!("stream {stream:?} has no timeline yet"),
+        ));
+    }
+    let sse = |mut b: actix_web::HttpResponseBuilder| {
+        b.content_type("text/event-stream")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header(("X-Accel-Buffering", "no"));
+        b
+    };
+    if req.method() == actix_web::http::Method::HEAD {
+        // The feed never ends: a HEAD answer must not wait for it.
+        return Ok(sse(HttpResponse::Ok()).finish());
+    }
     let rx = state.track(state.store.subscribe_markers().await)?;
     state
         .metrics
@@ -557,9 +579,5 @@ pub async fn live(
         futures_util::stream::once(async move { Ok::<_, actix_web::Error>(hello) }),
         events,
     );
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+    Ok(sse(HttpResponse::Ok()).streaming(body))
 }

@@ -104,6 +104,12 @@ pub async fn debug_timeline(
 ) -> Result<HttpResponse, ApiError> {
     let stream = state.stream(query.stream_name())?;
     let view = state.view(&stream).await?;
+    if view.timeline.is_empty() {
+        return Err(ApiError::not_found(
+            "unknown_stream",
+            format!("stream {stream:?} has no timeline yet"),
+        ));
+    }
     let segs: Vec<Segment> = state.track(
         state
             .store
