@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "HLSMARK_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
+    /// Time a request's whole body has to arrive before the answer is 408 (`10s`).
+    #[arg(long, env = "HLSMARK_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
     /// HTTP worker threads [default: number of CPUs, at most 8].
     #[arg(long, env = "HLSMARK_WORKERS")]
     pub workers: Option<usize>,
@@ -67,6 +70,7 @@ impl ServeArgs {
             .filter(|o| !o.is_empty())
             .collect();
         c.body_limit = self.body_limit;
+        c.body_timeout = self.body_timeout;
         if let Some(w) = self.workers {
             c.workers = w;
         }
