@@ -208,8 +208,7 @@ impl Api {
                 }))
                 .configure(configure)
                 .default_service(web::to(routes::meta::not_found))
-                .wrap(Condition::new(use_cors, cors(&cfg)))
-                .wrap(ErrorHandlers::new().default_handler(error::json_error_net))
+                // Innermost, so the 408/503 it makes still gets CORS headers and is counted.
                 .wrap_fn({
                     let shutdown = app_state.shutdown.clone();
                     move |mut req, srv| {
@@ -218,6 +217,8 @@ impl Api {
                             .map(move |res| res.map(|res| body_deadline::answer(res, guard)))
                     }
                 })
+                .wrap(Condition::new(use_cors, cors(&cfg)))
+                .wrap(ErrorHandlers::new().default_handler(error::json_error_net))
                 .wrap_fn(move |req, srv| {
                     let start = Instant::now();
                     let m = m.clone();

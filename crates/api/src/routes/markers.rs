@@ -503,8 +503,10 @@ pub async fn live(
 ) -> Result<HttpResponse, ApiError> {
     let stream = state.stream(query.stream.as_deref())?;
     // Like /markers and /timeline: a stream without a timeline is unknown (a known stream with
-    // no markers yet gets the feed).
-    if state.view(&stream).await?.timeline.is_empty() {
+    // no markers yet gets the feed). The configured stream is known before its first segment:
+    // the page opens this feed once at load, and a browser's EventSource never retries a 404,
+    // so a page opened while the generator starts would otherwise never get live markers.
+    if stream != state.cfg.default_stream && state.view(&stream).await?.timeline.is_empty() {
         return Err(ApiError::not_found(
             "unknown_stream",
             format!("stream {stream:?} has no timeline yet"),

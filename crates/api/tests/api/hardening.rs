@@ -55,13 +55,14 @@ fn assert_closed(mut s: TcpStream) {
 fn stalled_request_body_gets_json_408_in_bounded_time() {
     let s = TestServer::start_configured(None, true, Some(TOKEN), |c| {
         c.body_timeout = Duration::from_secs(2);
+        c.cors_origins = vec!["http://dash.example".into()];
     });
     let auth = format!("Bearer {TOKEN}");
     for (what, req) in [
         (
             "content-length",
             format!(
-                "POST /markers HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"label\":"
+                "POST /markers HTTP/1.1\r\nHost: x\r\nOrigin: http://dash.example\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"label\":"
             ),
         ),
         (
@@ -74,6 +75,13 @@ fn stalled_request_body_gets_json_408_in_bounded_time() {
         let (r, took, conn) = stall(s.addr, &req);
         assert_eq!(r.status, 408, "{what}: {r:?}");
         assert_eq!(r.error_code(), "request_timeout", "{what}");
+        if what == "content-length" {
+            // A browser page can read the answer.
+            assert_eq!(
+                r.header("access-control-allow-origin"),
+                Some("http://dash.example")
+            );
+        }
         assert!(
             took >= Duration::from_millis(1500) && took < Duration::from_secs(15),
             "{what}: answered after {took:?}"
@@ -189,6 +197,19 @@ fn live_feed_and_debug_timeline_of_an_unknown_stream_are_404_json() {
     let mut feed = Sse::connect(s.addr, "/markers/live?stream=live");
     let posted = s.post_marker(&json!({"label": "first", "hls": 3.0})).json();
     assert_eq!(feed.next_marker()["id"], posted["id"]);
+}
+
+#[test]
+fn live_feed_of_the_configured_stream_opens_before_its_first_segment() {
+    // No fixture: the default stream has no timeline yet (the generator is starting).
+    let s = TestServer::start_with(None, false, Some(TOKEN));
+    assert_eq!(s.get("/timeline").error_code(), "unknown_stream");
+    let _feed = Sse::connect(s.addr, "/markers/live");
+    let _feed = Sse::connect(s.addr, "/markers/live?stream=live");
+    assert_eq!(
+        s.get("/markers/live?stream=other").error_code(),
+        "unknown_stream"
+    );
 }
 
 #[test]
