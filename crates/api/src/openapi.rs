@@ -111,7 +111,7 @@ fn paths_and_schemas() -> Value {
             "/markers/live": {"get": {
                 "summary": "Server-Sent Events: `event: marker` with a Marker as data, keep-alive comments",
                 "parameters": [stream.clone()],
-                "responses": {"200": {"description": "text/event-stream"}, "404": err("Unknown stream (no timeline yet)"), "503": err("Store unavailable")}
+                "responses": {"200": {"description": "text/event-stream"}, "404": err("Unknown stream: no timeline yet (the configured default stream is always accepted)"), "503": err("Store unavailable")}
             }},
             "/markers/{id}": {
                 "get": {"summary": "One marker", "parameters": [p("id", "Marker UUID"), stream.clone()],
