@@ -251,10 +251,14 @@ impl UtcTime {
     }
 
     /// RFC 3339 with milliseconds and `Z`, the form of `EXT-X-PROGRAM-DATE-TIME`.
+    /// The nearest whole millisecond (half up): what every printed UTC shows.
+    pub fn round_to_millis(self) -> Self {
+        Self((self.0.div_euclid(45) + 1).div_euclid(2) * 90)
+    }
+
     /// Rounded to the nearest millisecond, so the printed time is within 0.5 ms of the exact one.
     pub fn to_rfc3339_millis(self) -> String {
-        let rounded = Self((self.0.div_euclid(45) + 1).div_euclid(2) * 90);
-        match rounded.to_chrono() {
+        match self.round_to_millis().to_chrono() {
             Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             None => format!("invalid-utc({})", self.0),
         }

@@ -109,7 +109,10 @@ pub fn render(
         let utc = timeline
             .hls_to_utc(s.hls_start)
             .map_err(|source| PlaylistError::Timeline { seq: s.seq, source })?;
+        // Rounded to the millisecond like every other printed UTC (DATERANGE, JSON), so a
+        // marker's START-DATE and its segment's PDT agree to the millisecond.
         let pdt = utc
+            .round_to_millis()
             .to_chrono()
             .and_then(|t| FixedOffset::east_opt(0).map(|z| z.from_utc_datetime(&t.naive_utc())))
             .ok_or(PlaylistError::BadDate {
