@@ -52,6 +52,17 @@ pub enum PlaylistError {
     BadDate { seq: u64, utc_ticks: i64 },
 }
 
+/// The query that makes a segment's URL unique to its epoch's incarnation: file names restart at
+/// `e0-…` when a stream's data is wiped, and segments are served `immutable`, so the URL carries
+/// the epoch's wall-clock start (`?v=<utc ticks, hex>`); the server ignores it.
+fn incarnation_query(timeline: &Timeline, epoch: u32) -> String {
+    timeline
+        .epochs()
+        .iter()
+        .find(|e| e.index == epoch)
+        .map_or_else(String::new, |e| format!("?v={:x}", e.utc_start.ticks()))
+}
+
 /// Renders a media playlist over `segments` (any order, duplicates ignored), writing the markers
 /// that overlap the listed media range as date ranges.
 ///
@@ -98,11 +109,12 @@ pub fn render(
     let mut next_mark = 0;
     for (i, s) in segs.iter().enumerate() {
         let discontinuity = prev.is_some_and(|p| p.epoch != s.epoch || p.seq + 1 != s.seq);
+        let incarnation = incarnation_query(timeline, s.epoch);
         let map = match (&s.init_file, prev) {
             (None, _) => None,
             (Some(f), Some(p)) if !discontinuity && p.init_file.as_ref() == Some(f) => None,
             (Some(f), _) => Some(Map {
-                uri: f.clone(),
+                uri: format!("{f}{incarnation}"),
                 ..Map::default()
             }),
         };
@@ -134,7 +146,7 @@ pub fn render(
             target = target.max(e.segment_duration());
         }
         out.push(MediaSegment {
-            uri: s.file.clone(),
+            uri: format!("{}{incarnation}", s.file),
             #[allow(clippy::cast_possible_truncation)]
             duration: s.duration.as_secs_f64() as f32,
             title: None,

@@ -92,24 +92,24 @@ fn live_window_with_discontinuity_and_dateranges() {
 #EXT-X-TARGETDURATION:1
 #EXT-X-MEDIA-SEQUENCE:2
 #EXT-X-DISCONTINUITY-SEQUENCE:0
-#EXT-X-MAP:URI="e0-init.mp4"
+#EXT-X-MAP:URI="e0-init.mp4?v=92f857e26700"
 #EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:02.000Z
 #EXT-X-DATERANGE:ID="00000000-0000-4000-8000-000000000002",CLASS="hlsmark-marker",START-DATE="2026-11-24T07:00:01.500Z",DURATION=1.000,X-LABEL="long"
 #EXT-X-DATERANGE:ID="00000000-0000-4000-8000-000000000001",CLASS="hlsmark-marker",START-DATE="2026-11-24T07:00:02.333Z",DURATION=1.000,X-LABEL="goal"
 #EXTINF:1.000,
-e0-00000002.m4s
+e0-00000002.m4s?v=92f857e26700
 #EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:03.000Z
 #EXTINF:0.500,
-e0-00000003.m4s
+e0-00000003.m4s?v=92f857e26700
 #EXT-X-DISCONTINUITY
-#EXT-X-MAP:URI="e1-init.mp4"
+#EXT-X-MAP:URI="e1-init.mp4?v=92f857e9f498"
 #EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:05.500Z
 #EXTINF:1.000,
-e1-00000004.m4s
+e1-00000004.m4s?v=92f857e9f498
 #EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:06.500Z
 #EXT-X-DATERANGE:ID="00000000-0000-4000-8000-000000000003",CLASS="hlsmark-marker",START-DATE="2026-11-24T07:00:06.733Z",DURATION=0.500,X-LABEL="say 'hi' now"
 #EXTINF:1.000,
-e1-00000005.m4s
+e1-00000005.m4s?v=92f857e9f498
 "#;
     assert_eq!(text, expected);
 
@@ -166,19 +166,19 @@ fn vod_range_at_ntsc_rate_ends_and_bridges_holes() {
 #EXT-X-MEDIA-SEQUENCE:0
 #EXT-X-DISCONTINUITY-SEQUENCE:0
 #EXT-X-PLAYLIST-TYPE:VOD
-#EXT-X-MAP:URI="e0-init.mp4"
+#EXT-X-MAP:URI="e0-init.mp4?v=92f857e26700"
 #EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:00.000Z
 #EXTINF:1.001,
-e0-00000000.m4s
+e0-00000000.m4s?v=92f857e26700
 #EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:01.001Z
 #EXT-X-DATERANGE:ID="00000000-0000-4000-8000-000000000009",CLASS="hlsmark-marker",START-DATE="2026-11-24T07:00:01.034Z",DURATION=0.000,X-LABEL="frame 31"
 #EXTINF:1.001,
-e0-00000001.m4s
+e0-00000001.m4s?v=92f857e26700
 #EXT-X-DISCONTINUITY
-#EXT-X-MAP:URI="e0-init.mp4"
+#EXT-X-MAP:URI="e0-init.mp4?v=92f857e26700"
 #EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:03.003Z
 #EXTINF:1.001,
-e0-00000003.m4s
+e0-00000003.m4s?v=92f857e26700
 #EXT-X-ENDLIST
 "#;
     assert_eq!(text, expected);
@@ -262,7 +262,9 @@ mod properties {
             prop_assert_eq!(parsed.end_list, vod);
             for (s, seq) in parsed.segments.iter().zip(&expected) {
                 let name = format!("-{seq:08}.m4s");
-                prop_assert!(s.uri.ends_with(&name), "{} vs {}", s.uri, name);
+                let (file, query) = s.uri.split_once('?').unwrap_or((&s.uri, ""));
+                prop_assert!(file.ends_with(&name), "{} vs {}", s.uri, name);
+                prop_assert!(query.starts_with("v="), "incarnation query on {}", s.uri);
                 prop_assert!(s.program_date_time.is_some());
                 prop_assert!((f64::from(s.duration) - 1.001).abs() < 1e-6);
             }

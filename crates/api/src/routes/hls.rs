@@ -15,10 +15,9 @@ use crate::state::{AppState, MAX_ABS_TICKS};
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Playlists change every segment: clients must revalidate (well under half a segment).
 const PLAYLIST_CACHE: &str = "no-cache";
-/// Segment and init names are never reused within a stream's life (epoch and sequence are in the
-/// name). Known limit: wiping the data dir and store starts the names over at `e0-00000000.m4s`,
-/// and a browser that cached the old stream may reuse those files; an incarnation id in the
-/// names is the planned fix.
+/// Segment and init URLs are never reused: epoch and sequence are in the file name, and the
+/// playlist adds the epoch's wall-clock start as `?v=<hex>` (ignored here), because file names
+/// start over at `e0-00000000.m4s` when a stream's data is wiped.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Most segments one VOD playlist lists (12 h of 1 s segments).
 const MAX_VOD_SEGMENTS: usize = 43_200;
