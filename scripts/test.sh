@@ -10,12 +10,16 @@ ROOT=$PWD
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 step() { printf '\n=== %s (%ss)\n' "$*" "$SECONDS"; }
 
-# --- 1. System packages: ffmpeg, redis-server, chromium -------------------------------------------
+# --- 1. System packages: ffmpeg, redis-server, chromium (and node, python3, kill if missing) -------
 need_apt=()
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt+=(chromium)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
+command -v python3 >/dev/null || need_apt+=(python3)
+# Tests signal their child processes with kill(1); minimal images may lack procps.
+[[ -x /bin/kill || -x /usr/bin/kill ]] || need_apt+=(procps)
 if ((${#need_apt[@]})); then
   mapfile -t need_apt < <(printf '%s\n' "${need_apt[@]}" | sort -u)
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
