@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use hlsmark_clock::{Duration90k, GenTime, HlsTime, SeqNo, Timeline, UtcTime};
+use hlsmark_clock::{Duration90k, GenTime, HlsTime, Segment, SeqNo, Timeline, UtcTime};
 use hlsmark_store::{Cursor, InsertOutcome, MAX_LIMIT, Marker, RangeQuery, StreamName};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -242,8 +242,9 @@ const UTC_INPUT_TOLERANCE: Duration90k = Duration90k(45);
 const FUTURE_TOLERANCE: Duration90k = Duration90k::from_secs(30);
 
 /// The latest media time a marker may have: where the last epoch is now by the wall clock (or
-/// where it ended, if it is closed), plus [`FUTURE_TOLERANCE`].
-fn live_limit(timeline: &Timeline) -> HlsTime {
+/// where it ended, if it is closed) or the end of the newest published segment, whichever is
+/// later, plus [`FUTURE_TOLERANCE`].
+fn live_limit(timeline: &Timeline, published_end: Option<HlsTime>) -> HlsTime {
     let Some(last) = timeline.last() else {
         return HlsTime::ZERO;
     };
@@ -254,6 +255,7 @@ fn live_limit(timeline: &Timeline) -> HlsTime {
             .checked_add(UtcTime::now() - last.utc_start)
             .unwrap_or(last.hls_start),
     };
+    let edge = published_end.map_or(edge, |p| p.max(edge));
     edge.checked_add(FUTURE_TOLERANCE).unwrap_or(edge)
 }
 
@@ -263,6 +265,7 @@ fn build_marker(
     body: NewMarker,
     stream: StreamName,
     timeline: &Timeline,
+    published_end: Option<HlsTime>,
 ) -> Result<Marker, ApiError> {
     let given = [
         body.hls.is_some(),
@@ -292,7 +295,7 @@ fn build_marker(
     };
     // The time must hold video: not before the stream, not while it was down, not in the future.
     let epoch = timeline.check_media(raw)?;
-    let limit = live_limit(timeline);
+    let limit = live_limit(timeline, published_end);
     if raw > limit {
         return Err(ApiError::bad_request(
             "time_out_of_range",
@@ -384,7 +387,12 @@ pub async fn create(
             format!("stream {stream:?} has no timeline yet: markers need its clocks"),
         ));
     }
-    let marker = build_marker(body, stream.clone(), &view.timeline)?;
+    // The newest published media: an unpaced generator runs ahead of the wall clock.
+    let published_end = state
+        .track(state.store.last_segments(&stream, 1).await)?
+        .last()
+        .map(Segment::hls_end);
+    let marker = build_marker(body, stream.clone(), &view.timeline, published_end)?;
     // Idempotent by id: the same marker again answers 200 with the stored one (created_at is not
     // part of the comparison: a retried POST is the same marker).
     if let Some(existing) = state.track(state.store.get_marker(&stream, marker.id).await)? {

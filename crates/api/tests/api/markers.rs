@@ -182,3 +182,37 @@ fn a_markers_printed_utc_posts_back_to_the_same_frame() {
     assert_eq!(ticks(&b), 70 * 3_000, "{b}");
     assert_eq!(b["utc"], a["utc"]);
 }
+
+#[test]
+fn media_published_ahead_of_the_wall_clock_takes_markers() {
+    use hlsmark_clock::{Duration90k, Epoch, FrameRate, GenTime, HlsTime, Segment, UtcTime};
+    use hlsmark_store::StreamName;
+    // An unpaced generator: 10 minutes of media published one second after the epoch began.
+    let s = TestServer::start_with(None, false, Some(TOKEN));
+    let live = StreamName::live();
+    let e = Epoch {
+        index: 0,
+        first_seq: 0,
+        hls_start: HlsTime(0),
+        gen_start: GenTime(0),
+        utc_start: UtcTime::now() - Duration90k(D),
+        fps: FrameRate::integer(30),
+        segment_frames: 30,
+        hls_end: None,
+    };
+    s.rt.block_on(s.store.put_epoch(&live, &e)).unwrap();
+    let last = Segment {
+        seq: 599,
+        epoch: 0,
+        hls_start: HlsTime(599 * D),
+        duration: Duration90k(D),
+        utc_start: e.utc_start + Duration90k(599 * D),
+        file: "e0-00000599.m4s".to_owned(),
+        init_file: Some("e0-init.mp4".to_owned()),
+    };
+    s.rt.block_on(s.store.append_segment(&live, &last)).unwrap();
+    let ok = s.post_marker(&json!({"label": "late in the media", "hls": 590.0}));
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    let too_far = s.post_marker(&json!({"label": "beyond", "hls": 700.0}));
+    assert_eq!(too_far.status, 400, "{}", too_far.text());
+}
