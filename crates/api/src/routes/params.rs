@@ -43,6 +43,14 @@ impl TimeParam {
         }
         if t.contains('T') || t.contains('t') {
             return UtcTime::parse_rfc3339(t)
+                .or_else(|e| {
+                    // An unencoded '+' of a UTC offset (`...T08:00:00+01:00` typed into a URL)
+                    // arrives as a space after query decoding: read it as the '+' it was.
+                    match t.rsplit_once(' ') {
+                        Some((a, b)) => UtcTime::parse_rfc3339(&format!("{a}+{b}")).map_err(|_| e),
+                        None => Err(e),
+                    }
+                })
                 .map(TimeParam::Utc)
                 .map_err(|e| bad(&format!("not an RFC 3339 time ({e})")));
         }
@@ -84,6 +92,16 @@ pub fn parse_u64(name: &str, s: &str, max: u64) -> Result<u64, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unencoded_plus_of_an_offset_is_read_as_plus() {
+        let plus = TimeParam::parse("from", "2026-11-24T08:00:00+01:00").unwrap();
+        assert_eq!(
+            TimeParam::parse("from", "2026-11-24T08:00:00 01:00").unwrap(),
+            plus
+        );
+        assert!(TimeParam::parse("from", "2026-11-24T08:00:00 xx").is_err());
+    }
 
     #[test]
     fn times_parse_or_say_why() {
