@@ -85,6 +85,16 @@ impl Epoch {
         self.frame_time(self.frame_at(hls))
     }
 
+    /// Wall time of media time `hls` within this epoch (its PDT): the anchor plus media elapsed.
+    pub fn utc_at(&self, hls: HlsTime) -> UtcTime {
+        self.utc_start + (hls - self.hls_start)
+    }
+
+    /// Generator time of media time `hls` within this epoch.
+    pub fn gen_at(&self, hls: HlsTime) -> GenTime {
+        GenTime((hls - self.gen_offset()).ticks())
+    }
+
     fn gen_offset(&self) -> Duration90k {
         self.hls_start - HlsTime(self.gen_start.0)
     }

@@ -146,17 +146,16 @@ impl Releaser {
     }
 
     fn marker(&self, e: &Event, epoch: &Epoch, n: i64, frames: i64) -> Marker {
-        let fps = epoch.fps;
-        let off = fps.frame_to_ticks(n);
+        let hls = epoch.frame_time(n);
         Marker {
             id: marker_id(self.seed, &self.stream, e.index),
             stream: self.stream.clone(),
             label: format!("event #{}", e.index),
             kind: "event".into(),
-            gen_time: epoch.gen_start + off,
-            hls: epoch.hls_start + off,
-            utc: epoch.utc_start + off,
-            duration: fps.frame_to_ticks(frames),
+            gen_time: epoch.gen_at(hls),
+            hls,
+            utc: epoch.utc_at(hls),
+            duration: epoch.fps.frame_to_ticks(frames),
             data: None,
             created_at: UtcTime::now(),
         }
@@ -204,13 +203,13 @@ impl Ctx {
         let k = i64::try_from(seq - e.first_seq).unwrap_or(0);
         let a = k * s;
         let b = a + frames;
-        let fps = e.fps;
+        let hls_start = e.frame_time(a);
         let seg = Segment {
             seq,
             epoch: e.index,
-            hls_start: e.hls_start + fps.frame_to_ticks(a),
-            duration: fps.frame_to_ticks(b) - fps.frame_to_ticks(a),
-            utc_start: e.utc_start + fps.frame_to_ticks(a),
+            hls_start,
+            duration: e.frame_time(b) - hls_start,
+            utc_start: e.utc_at(hls_start),
             file,
             init_file: Some(ffmpeg::init_name(e.index)),
         };

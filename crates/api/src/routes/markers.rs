@@ -250,9 +250,8 @@ fn live_limit(timeline: &Timeline, published_end: Option<HlsTime>) -> HlsTime {
     };
     let edge = match last.hls_end {
         Some(end) => end,
-        None => last
-            .hls_start
-            .checked_add(UtcTime::now() - last.utc_start)
+        None => timeline
+            .utc_to_hls(UtcTime::now())
             .unwrap_or(last.hls_start),
     };
     let edge = published_end.map_or(edge, |p| p.max(edge));
