@@ -94,22 +94,6 @@ pub struct Args {
     pub generator: GeneratorArgs,
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers the default action (exit) still applies.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => tracing::info!("SIGINT"),
-        _ = term.recv() => tracing::info!("SIGTERM"),
-    }
-}
-
 pub fn main(args: Args) -> anyhow::Result<()> {
     crate::init_logging();
     let config = args
@@ -117,7 +101,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .config(&args.store.stream, args.store.data_dir.clone())?;
     crate::common::runtime()?.block_on(async {
         let store = crate::common::open_store(&args.store).await?;
-        let report = hlsmark_generator::run(config, store, shutdown_signal()).await?;
+        let report =
+            hlsmark_generator::run(config, store, crate::common::shutdown_signal()).await?;
         if !report.flushed {
             anyhow::bail!("the store was unreachable at exit; some records were not written");
         }

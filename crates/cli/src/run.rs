@@ -48,7 +48,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let signals = tokio::spawn({
             let stop_tx = stop_tx.clone();
             async move {
-                crate::generate::shutdown_signal().await;
+                crate::common::shutdown_signal().await;
                 let _ = stop_tx.send(true);
             }
         });

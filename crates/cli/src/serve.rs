@@ -110,7 +110,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             addr.ip().to_string()
         };
         println!("hlsmark serve: listening on http://{host}:{}", addr.port());
-        api.run_until(crate::generate::shutdown_signal()).await?;
+        api.run_until(crate::common::shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
