@@ -33,8 +33,6 @@ pub struct ApiConfig {
     pub workers: usize,
     /// How long in-flight requests get to finish at shutdown.
     pub shutdown_timeout: Duration,
-    /// Bytes of segment and init files kept in memory (they are immutable once published).
-    pub file_cache_bytes: usize,
     /// Interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
     /// How long one read of a stream's store version is reused before the store is asked again:
@@ -81,7 +79,6 @@ impl ApiConfig {
             body_timeout: Duration::from_secs(10),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
             shutdown_timeout: Duration::from_secs(10),
-            file_cache_bytes: 16 * 1024 * 1024,
             sse_keepalive: Duration::from_secs(15),
             revalidate: Duration::from_millis(20),
         }

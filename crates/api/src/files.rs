@@ -1,15 +1,14 @@
-//! Segment and init files: strict names, content types, and a small in-memory cache.
-//!
-//! A published segment never changes, so its bytes are kept in memory (bounded) and served without
-//! touching the disk again; every request still `stat`s the file so that a segment that aged out
-//! (deleted by retention) answers 404 at once, never stale bytes or a 500.
+//! Segment and init files: strict names, content types, validators, conditional requests and
+//! byte ranges. The bytes themselves go out with `sendfile` (see `zerocopy`).
 
 use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use actix_web::http::header::{self, HeaderMap, HeaderValue, HttpDate};
 
 /// What a valid media file name in a stream directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,78 +54,238 @@ pub fn classify(name: &str) -> Option<MediaKind> {
     }
 }
 
+/// Open files of recently served segments, so that serving a hot segment again costs one `stat`
+/// of its path instead of open + stat + close (a live stream's newest segments are asked for by
+/// every viewer). The path is still `stat`ed on every request: a segment removed by retention
+/// answers 404 at once, and a replaced file (another inode, length or mtime) is opened again.
+/// `sendfile` reads at an explicit offset, so connections share one open file.
 #[derive(Debug)]
-struct Entry {
-    bytes: Bytes,
-    mtime: Option<SystemTime>,
+pub struct OpenFiles {
+    cap: usize,
+    inner: Mutex<OpenInner>,
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    map: HashMap<PathBuf, Entry>,
+struct OpenInner {
+    map: HashMap<PathBuf, OpenFile>,
     order: VecDeque<PathBuf>,
-    total: usize,
 }
 
-/// Bounded cache of immutable files, oldest inserted evicted first.
-#[derive(Debug)]
-pub struct FileCache {
-    cap: usize,
-    inner: Mutex<Inner>,
+/// One open file with what the answers need to know about it.
+#[derive(Debug, Clone)]
+pub struct OpenFile {
+    pub file: Arc<File>,
+    pub len: u64,
+    pub validators: Validators,
+    identity: Identity,
 }
 
-impl FileCache {
+/// What tells one version of a file from another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: Option<SystemTime>,
+}
+
+impl Identity {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: meta.modified().ok(),
+        }
+    }
+}
+
+impl OpenFiles {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(OpenInner::default()),
         }
     }
 
-    /// Largest single file kept (bigger ones are streamed from disk).
-    pub fn max_entry(&self) -> usize {
-        self.cap / 4
-    }
-
-    /// The cached bytes if they belong to the file as it is now (same length and mtime).
-    pub fn get(&self, path: &Path, meta: &std::fs::Metadata) -> Option<Bytes> {
-        let inner = self.inner.lock().ok()?;
-        let e = inner.map.get(path)?;
-        let same = e.bytes.len() as u64 == meta.len() && e.mtime == meta.modified().ok();
-        same.then(|| e.bytes.clone())
-    }
-
-    pub fn put(&self, path: PathBuf, meta: &std::fs::Metadata, bytes: Bytes) {
-        if bytes.len() > self.max_entry() {
-            return;
+    /// The regular file at `path` as it is now; `NotFound` for anything else.
+    pub fn open(&self, path: &Path) -> io::Result<OpenFile> {
+        let meta = std::fs::metadata(path)?;
+        if !meta.is_file() {
+            return Err(io::ErrorKind::NotFound.into());
         }
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
+        let now = Identity::of(&meta);
+        if let Ok(inner) = self.inner.lock()
+            && let Some(f) = inner.map.get(path)
+            && f.identity == now
+        {
+            return Ok(f.clone());
+        }
+        let file = File::open(path)?;
+        // Described by the open file itself: the bytes sent are the ones these headers describe.
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let opened = OpenFile {
+            file: Arc::new(file),
+            len: meta.len(),
+            validators: Validators::of(&meta),
+            identity: Identity::of(&meta),
         };
-        let entry = Entry {
-            mtime: meta.modified().ok(),
-            bytes,
-        };
-        let len = entry.bytes.len();
-        if let Some(old) = inner.map.insert(path.clone(), entry) {
-            inner.total -= old.bytes.len();
-        } else {
-            inner.order.push_back(path);
-        }
-        inner.total += len;
-        while inner.total > self.cap {
-            let Some(oldest) = inner.order.pop_front() else {
-                break;
-            };
-            if let Some(e) = inner.map.remove(&oldest) {
-                inner.total -= e.bytes.len();
+        if self.cap > 0
+            && let Ok(mut inner) = self.inner.lock()
+        {
+            if inner
+                .map
+                .insert(path.to_path_buf(), opened.clone())
+                .is_none()
+            {
+                inner.order.push_back(path.to_path_buf());
+            }
+            while inner.map.len() > self.cap {
+                let Some(oldest) = inner.order.pop_front() else {
+                    break;
+                };
+                inner.map.remove(&oldest);
             }
         }
+        Ok(opened)
     }
 
-    /// Bytes held now.
-    pub fn size(&self) -> usize {
-        self.inner.lock().map_or(0, |i| i.total)
+    /// Files held open now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |i| i.map.len())
+    }
+}
+
+/// How a file request is answered (RFC 9110 validators, conditional requests and one byte range).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 304: the client's copy is current.
+    NotModified,
+    /// 200 with the whole file.
+    Full,
+    /// 206 with bytes `start..start + len` of `total`.
+    Partial { start: u64, len: u64 },
+    /// 416: the range lies beyond the file's end.
+    Unsatisfiable,
+}
+
+/// A file's validators: strong ETag from length and modification time (a published file never
+/// changes, and a rewritten one gets a new mtime) and Last-Modified.
+#[derive(Debug, Clone)]
+pub struct Validators {
+    pub etag: String,
+    pub last_modified: Option<HttpDate>,
+}
+
+impl Validators {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        let mtime = meta.modified().ok();
+        let nanos = mtime
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        // HTTP dates have whole seconds: compared with If-Modified-Since as sent back.
+        let whole_secs = mtime
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()));
+        Self {
+            etag: format!("\"{:x}-{nanos:x}\"", meta.len()),
+            last_modified: whole_secs.map(HttpDate::from),
+        }
+    }
+}
+
+/// The answer to a GET/HEAD with these request headers for a file of `total` bytes.
+pub fn answer(headers: &HeaderMap, v: &Validators, total: u64) -> Answer {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|h: &HeaderValue| h.to_str().ok())
+    };
+    // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+    if let Some(inm) = text(header::IF_NONE_MATCH) {
+        if etag_list_matches(inm, &v.etag) {
+            return Answer::NotModified;
+        }
+    } else if let (Some(ims), Some(lm)) = (text(header::IF_MODIFIED_SINCE), v.last_modified)
+        && let Ok(ims) = ims.parse::<HttpDate>()
+        && SystemTime::from(lm) <= SystemTime::from(ims)
+    {
+        return Answer::NotModified;
+    }
+    let Some(range) = text(header::RANGE) else {
+        return Answer::Full;
+    };
+    // If-Range: the range applies only to the representation the client names.
+    if let Some(ir) = text(header::IF_RANGE) {
+        let same = ir == v.etag
+            || v.last_modified.is_some_and(|lm| {
+                ir.parse::<HttpDate>()
+                    .is_ok_and(|d| SystemTime::from(d) == SystemTime::from(lm))
+            });
+        if !same {
+            return Answer::Full;
+        }
+    }
+    parse_range(range, total)
+}
+
+/// Weak comparison of an If-None-Match list with our tag (`*` matches any).
+fn etag_list_matches(list: &str, etag: &str) -> bool {
+    let ours = etag.trim_start_matches("W/");
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == ours)
+}
+
+/// One `bytes=` range; anything this server does not serve (other units, several ranges,
+/// malformed text) is ignored and the whole file sent, as RFC 9110 14.2 allows.
+fn parse_range(value: &str, total: u64) -> Answer {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Answer::Full;
+    };
+    if spec.contains(',') {
+        return Answer::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Answer::Full;
+    };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.len() <= 19 && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (a.trim().is_empty(), num(a), num(b)) {
+        // bytes=-n: the last n bytes.
+        (true, _, Some(n)) => {
+            if n == 0 || total == 0 {
+                Answer::Unsatisfiable
+            } else {
+                let len = n.min(total);
+                Answer::Partial {
+                    start: total - len,
+                    len,
+                }
+            }
+        }
+        (false, Some(start), end) if b.trim().is_empty() || end.is_some() => {
+            if end.is_some_and(|e| e < start) {
+                return Answer::Full;
+            }
+            if start >= total {
+                return Answer::Unsatisfiable;
+            }
+            let last = end.map_or(total - 1, |e| e.min(total - 1));
+            Answer::Partial {
+                start,
+                len: last - start + 1,
+            }
+        }
+        _ => Answer::Full,
     }
 }
 
@@ -166,30 +325,128 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cache_is_bounded_and_checks_the_file() {
+    fn validators(len: u64) -> (tempfile::TempDir, Validators) {
         let dir = tempfile::tempdir().unwrap();
-        let cache = FileCache::new(4 * 100);
-        let mut paths = Vec::new();
-        for i in 0..6 {
-            let p = dir.path().join(format!("f{i}"));
-            std::fs::write(&p, vec![7u8; 90]).unwrap();
-            let meta = std::fs::metadata(&p).unwrap();
-            cache.put(p.clone(), &meta, Bytes::from(vec![7u8; 90]));
-            paths.push(p);
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![1u8; usize::try_from(len).unwrap()]).unwrap();
+        let v = Validators::of(&std::fs::metadata(&p).unwrap());
+        (dir, v)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                header::HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
-        assert!(cache.size() <= 400);
-        let last = &paths[5];
-        let meta = std::fs::metadata(last).unwrap();
-        assert!(cache.get(last, &meta).is_some());
-        let first = &paths[0];
+        h
+    }
+
+    #[test]
+    fn open_files_follow_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = OpenFiles::new(2);
+        let p = dir.path().join("e0-00000001.m4s");
+        std::fs::write(&p, b"first").unwrap();
+        let a = files.open(&p).unwrap();
+        let b = files.open(&p).unwrap();
         assert!(
-            cache
-                .get(first, &std::fs::metadata(first).unwrap())
-                .is_none()
+            Arc::ptr_eq(&a.file, &b.file),
+            "the second answer reuses the open file"
         );
-        // A file that changed length is not served from the cache.
-        std::fs::write(last, vec![1u8; 10]).unwrap();
-        assert!(cache.get(last, &std::fs::metadata(last).unwrap()).is_none());
+        // Replaced (new inode, as the generator's rename does): opened again.
+        let tmp = dir.path().join("tmp");
+        std::fs::write(&tmp, b"second!").unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+        let c = files.open(&p).unwrap();
+        assert!(!Arc::ptr_eq(&a.file, &c.file));
+        assert_eq!(c.len, 7);
+        assert_ne!(a.validators.etag, c.validators.etag);
+        // Removed by retention: gone at once, although still open here.
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(files.open(&p).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            files.open(dir.path()).unwrap_err().kind(),
+            io::ErrorKind::NotFound,
+            "a directory is not a file"
+        );
+        // Bounded.
+        for i in 0..5 {
+            let q = dir.path().join(format!("f{i}"));
+            std::fs::write(&q, b"x").unwrap();
+            files.open(&q).unwrap();
+        }
+        assert_eq!(files.len(), 2);
+    }
+
+    #[test]
+    fn ranges() {
+        let (_d, v) = validators(1000);
+        let ask = |r: &str| answer(&headers(&[("range", r)]), &v, 1000);
+        let part = |start, len| Answer::Partial { start, len };
+        assert_eq!(ask("bytes=0-99"), part(0, 100));
+        assert_eq!(ask("bytes=100-"), part(100, 900));
+        assert_eq!(ask("bytes=-10"), part(990, 10));
+        assert_eq!(ask("bytes=-5000"), part(0, 1000));
+        assert_eq!(ask("bytes=990-5000"), part(990, 10));
+        assert_eq!(ask("bytes=999-999"), part(999, 1));
+        assert_eq!(ask("bytes=1000-"), Answer::Unsatisfiable);
+        assert_eq!(ask("bytes=-0"), Answer::Unsatisfiable);
+        for ignored in [
+            "bytes=5-1",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=1-2-3",
+            "bytes=99999999999999999999-",
+            "bytes= ",
+            "",
+        ] {
+            assert_eq!(ask(ignored), Answer::Full, "{ignored:?}");
+        }
+        assert_eq!(
+            answer(&headers(&[("range", "bytes=0-")]), &v, 0),
+            Answer::Unsatisfiable
+        );
+    }
+
+    #[test]
+    fn conditional_requests() {
+        let (_d, v) = validators(10);
+        let lm = v.last_modified.unwrap().to_string();
+        let ask = |h: &[(&'static str, &str)]| answer(&headers(h), &v, 10);
+        assert_eq!(ask(&[("if-none-match", &v.etag)]), Answer::NotModified);
+        assert_eq!(
+            ask(&[("if-none-match", &format!("\"x\", W/{}", v.etag))]),
+            Answer::NotModified
+        );
+        assert_eq!(ask(&[("if-none-match", "*")]), Answer::NotModified);
+        assert_eq!(ask(&[("if-none-match", "\"other\"")]), Answer::Full);
+        assert_eq!(ask(&[("if-modified-since", &lm)]), Answer::NotModified);
+        assert_eq!(
+            ask(&[("if-modified-since", "Mon, 01 Jan 1990 00:00:00 GMT")]),
+            Answer::Full
+        );
+        // If-None-Match decides when both are sent.
+        assert_eq!(
+            ask(&[("if-none-match", "\"other\""), ("if-modified-since", &lm)]),
+            Answer::Full
+        );
+        // If-Range: the range only for the same representation.
+        assert_eq!(
+            ask(&[("range", "bytes=0-1"), ("if-range", &v.etag)]),
+            Answer::Partial { start: 0, len: 2 }
+        );
+        assert_eq!(
+            ask(&[("range", "bytes=0-1"), ("if-range", &lm)]),
+            Answer::Partial { start: 0, len: 2 }
+        );
+        assert_eq!(
+            ask(&[("range", "bytes=0-1"), ("if-range", "\"old\"")]),
+            Answer::Full
+        );
     }
 }

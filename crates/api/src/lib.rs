@@ -13,7 +13,13 @@ mod files;
 mod metrics;
 mod openapi;
 mod routes;
+mod server;
 mod state;
+mod zerocopy;
+
+// Segment files leave with Linux's sendfile(2) (see `zerocopy`); other systems run the Docker image.
+#[cfg(not(target_os = "linux"))]
+compile_error!("hlsmark-api needs Linux (sendfile); on other systems use the Docker image");
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -22,16 +28,13 @@ use std::time::Instant;
 
 use actix_web::dev::Service as _;
 use actix_web::middleware::{Condition, ErrorHandlers};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use futures_util::FutureExt as _;
 use hlsmark_store::Store;
 
 pub use config::{ApiConfig, ConfigError};
 pub use error::{ApiError, error_body};
 pub use state::AppState;
-
-/// Blocking-pool threads of each HTTP worker (the embedded store's calls and file reads).
-const BLOCKING_THREADS_PER_WORKER: usize = 4;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +198,7 @@ impl Api {
         let body_timeout = cfg.body_timeout;
         let use_cors = !cfg.cors_origins.is_empty();
         let app_state = state.clone();
-        let server = HttpServer::new(move || {
+        let app = move || {
             let m = app_state.metrics.clone();
             App::new()
                 .app_data(app_state.clone())
@@ -236,24 +239,9 @@ impl Api {
                         res
                     })
                 })
-        })
-        .workers(self.cfg.workers)
-        .shutdown_timeout(self.cfg.shutdown_timeout.as_secs().max(1))
-        .disable_signals()
-        // Responses go out as soon as they are written (no Nagle delay on the last piece).
-        .tcp_nodelay(true)
-        // Store calls of the embedded backend run on the blocking pool for microseconds each: a
-        // few threads per worker queue them instead of context-switching between dozens.
-        .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
-        .on_connect(move |_, ext| {
-            metrics
-                .open_connections
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ext.insert(Arc::new(metrics::ConnectionGuard(metrics.clone())));
-        })
-        .listen(self.listener)
-        .map_err(ServeError::Server)?
-        .run();
+        };
+        let server = server::build(self.listener, self.addr, &self.cfg, metrics, app)
+            .map_err(ServeError::Server)?;
         let handle = server.handle();
         let mut server = tokio::spawn(server);
         tracing::info!(addr = %self.addr, "API listening");

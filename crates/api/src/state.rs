@@ -14,7 +14,7 @@ use hlsmark_store::{ErrorKind, RangeQuery, Store, StoreError, StreamName};
 
 use crate::config::ApiConfig;
 use crate::error::ApiError;
-use crate::files::FileCache;
+use crate::files::OpenFiles;
 use crate::metrics::Metrics;
 
 /// Largest magnitude of a time on any clock (10,000 years of ticks), as the store accepts it.
@@ -45,14 +45,19 @@ impl StreamView {
     }
 }
 
+/// Segment and init files kept open (a live window of 30 segments plus older ones still asked
+/// for by viewers behind the edge).
+const OPEN_FILES: usize = 64;
+
 /// What every handler gets (`web::Data<AppState>`).
 #[derive(Debug)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub cfg: ApiConfig,
     pub metrics: Arc<Metrics>,
-    pub files: FileCache,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Open files of recently served segments.
+    pub open_files: OpenFiles,
     views: RwLock<HashMap<StreamName, Arc<StreamView>>>,
     version_checks: Mutex<HashMap<StreamName, VersionCheck>>,
     /// Last version read per stream and when that read started.
@@ -66,11 +71,11 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
-            files: FileCache::new(cfg.file_cache_bytes),
             store,
             cfg,
             metrics: Arc::new(Metrics::default()),
             shutdown,
+            open_files: OpenFiles::new(OPEN_FILES),
             views: RwLock::new(HashMap::new()),
             version_checks: Mutex::new(HashMap::new()),
             versions_seen: RwLock::new(HashMap::new()),

@@ -45,9 +45,6 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish at shutdown (`10s`).
     #[arg(long, env = "HLSMARK_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
-    /// Megabytes of segment files kept in memory (segments are immutable).
-    #[arg(long, env = "HLSMARK_FILE_CACHE_MB", default_value_t = 16)]
-    pub file_cache_mb: usize,
     /// How long a read of the store's version is reused before asking again: the most a served
     /// playlist can lag the index (`0s` = ask on every request; at most `1s`).
     #[arg(long, env = "HLSMARK_REVALIDATE", default_value = "20ms", value_parser = humantime::parse_duration)]
@@ -75,7 +72,6 @@ impl ServeArgs {
             c.workers = w;
         }
         c.shutdown_timeout = self.shutdown_timeout;
-        c.file_cache_bytes = self.file_cache_mb.saturating_mul(1024 * 1024);
         c.revalidate = self.revalidate;
         c.validate()?;
         Ok(c)

@@ -7,10 +7,16 @@ use hlsmark_clock::HlsTime;
 use hlsmark_playlist::Kind;
 use serde::Deserialize;
 
+use std::sync::atomic::Ordering;
+
+use actix_web::ResponseError as _;
+use actix_web::http::{Method, StatusCode};
+
 use crate::error::ApiError;
-use crate::files::{MediaKind, classify};
+use crate::files::{self, Answer, OpenFile, classify};
 use crate::routes::params::TimeParam;
 use crate::state::{AppState, MAX_ABS_TICKS};
+use crate::zerocopy::{self, Job, ZcConn};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Playlists change every segment: clients must revalidate (well under half a segment).
@@ -102,7 +108,10 @@ pub async fn vod_playlist(
     Ok(playlist_response(Bytes::from(text)))
 }
 
-/// `GET /hls/{stream}/{file}`: a segment or init file of the stream, by strict name.
+/// `GET /hls/{stream}/{file}`: a segment or init file of the stream, by strict name, with
+/// validators, conditional requests and single byte ranges. On the server's own connections the
+/// bytes go out with `sendfile` after the head (see `zerocopy`); elsewhere (actix's test harness)
+/// they are read into the body.
 pub async fn media_file(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -132,61 +141,130 @@ pub async fn media_file(
             format!("{file} is not (or no longer) available in stream {stream}"),
         )
     };
-    let meta = match std::fs::metadata(&full) {
-        Ok(m) if m.is_file() => m,
-        _ => return Err(gone()),
+    // The answer describes exactly the bytes of the open file, even if retention deletes the
+    // name meanwhile (an open file stays readable).
+    let Ok(OpenFile {
+        file: handle,
+        len: total,
+        validators,
+        ..
+    }) = state.open_files.open(&full)
+    else {
+        return Err(gone());
     };
-    let metrics = &state.metrics;
-    let count = |n: usize| {
-        metrics
-            .files_served
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .file_bytes_served
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    };
-    let bytes = if let Some(b) = state.files.get(&full, &meta) {
-        metrics
-            .file_cache_hits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        b
-    } else if usize::try_from(meta.len()).is_ok_and(|n| n <= state.files.max_entry()) {
-        let p = full.clone();
-        let data = web::block(move || std::fs::read(p))
-            .await
-            .map_err(|e| ApiError::internal(format!("reading {file}: {e}")))?
-            .map_err(|_| gone())?;
-        let b = Bytes::from(data);
-        state.files.put(full, &meta, b.clone());
-        b
-    } else {
-        // Too big to cache: actix-files streams it (with ranges and conditional requests).
-        let p = full.clone();
-        let f = web::block(move || actix_files::NamedFile::open(p))
-            .await
-            .map_err(|e| ApiError::internal(format!("opening {file}: {e}")))?
-            .map_err(|_| gone())?
-            .set_content_type(
-                kind.content_type()
-                    .parse()
-                    .unwrap_or_else(|_| actix_files::file_extension_to_mime("bin")),
+    let decided = files::answer(req.headers(), &validators, total);
+    let mut res = match decided {
+        Answer::NotModified => HttpResponse::NotModified(),
+        Answer::Full => HttpResponse::Ok(),
+        Answer::Partial { .. } => HttpResponse::PartialContent(),
+        Answer::Unsatisfiable => {
+            let mut res = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("{file} has {total} bytes; the requested range starts beyond its end"),
             )
-            .disable_content_disposition();
-        count(usize::try_from(meta.len()).unwrap_or(usize::MAX));
-        let mut res = f.into_response(&req);
-        res.headers_mut().insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static(IMMUTABLE),
-        );
-        return Ok(res);
+            .error_response();
+            res.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header::HeaderValue::from_str(&format!("bytes */{total}"))
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            );
+            return Ok(res);
+        }
     };
-    count(bytes.len());
-    Ok(file_response(kind, bytes))
+    res.insert_header((header::CACHE_CONTROL, IMMUTABLE))
+        .insert_header((header::ETAG, validators.etag.clone()))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    if let Some(lm) = validators.last_modified {
+        res.insert_header((header::LAST_MODIFIED, lm));
+    }
+    let (offset, len) = match decided {
+        Answer::NotModified => return Ok(res.finish()),
+        Answer::Partial { start, len } => {
+            res.insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{total}", start + len - 1),
+            ));
+            (start, len)
+        }
+        _ => (0, total),
+    };
+    res.content_type(kind.content_type());
+    let metrics = &state.metrics;
+    metrics.files_served.fetch_add(1, Ordering::Relaxed);
+    let head_only = req.method() == Method::HEAD;
+    if !head_only {
+        metrics.file_bytes_served.fetch_add(len, Ordering::Relaxed);
+    }
+    if let Some(conn) = req.conn_data::<ZcConn>() {
+        let marker = conn.push(Job {
+            file: (!head_only).then_some(handle),
+            offset,
+            len,
+        });
+        if !head_only {
+            metrics.files_sendfile.fetch_add(1, Ordering::Relaxed);
+        }
+        res.insert_header((zerocopy::MARKER_HEADER, marker));
+        return Ok(res.body(actix_web::body::None::new()));
+    }
+    let body = web::block(move || read_range(&handle, offset, len))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading {file}: {e}")))?
+        .map_err(|_| gone())?;
+    Ok(res.body(body))
 }
 
-fn file_response(kind: MediaKind, bytes: Bytes) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(kind.content_type())
-        .insert_header((header::CACHE_CONTROL, IMMUTABLE))
-        .body(bytes)
+fn read_range(f: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
+    f.read_exact_at(&mut buf, offset)?;
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{App, test};
+
+    use super::*;
+    use crate::ApiConfig;
+
+    /// Outside the server's own connections (here actix's test harness) there is no zero-copy
+    /// stream: the same answers carry the bytes read from the file.
+    #[actix_web::test]
+    async fn without_the_zero_copy_stream_bodies_are_read_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("hls/live")).unwrap();
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("hls/live/e0-00000001.m4s"), &bytes).unwrap();
+        let spec = dir.path().join("s.redb");
+        let store = hlsmark_store::open(spec.to_str().unwrap(), "t")
+            .await
+            .unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let cfg = ApiConfig::new(dir.path().to_path_buf());
+        let state = web::Data::new(AppState::new(store, cfg, rx));
+        let app = test::init_service(
+            App::new()
+                .app_data(state.clone())
+                .configure(crate::configure),
+        )
+        .await;
+        let get = |range: Option<&str>| {
+            let mut req = test::TestRequest::get().uri("/hls/live/e0-00000001.m4s");
+            if let Some(r) = range {
+                req = req.insert_header((header::RANGE, r));
+            }
+            req.to_request()
+        };
+        let res = test::call_service(&app, get(None)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(!res.headers().contains_key(zerocopy::MARKER_HEADER));
+        assert_eq!(&test::read_body(res).await[..], &bytes[..]);
+        let res = test::call_service(&app, get(Some("bytes=10-19"))).await;
+        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(&test::read_body(res).await[..], &bytes[10..20]);
+        let sent = state.metrics.files_sendfile.load(Ordering::Relaxed);
+        assert_eq!(sent, 0, "no zero-copy answers without the stream");
+    }
 }

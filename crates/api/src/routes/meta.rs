@@ -209,9 +209,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             segments,
         ),
         (
-            "hlsmark_file_cache_bytes",
-            "Bytes of segment files held in memory.",
-            state.files.size() as f64,
+            "hlsmark_open_files",
+            "Segment and init files held open for reuse.",
+            state.open_files.len() as f64,
         ),
     ]);
     HttpResponse::Ok()

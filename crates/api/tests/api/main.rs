@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod common;
+mod files;
 mod hardening;
 mod markers;
 mod playlists;
