@@ -8,7 +8,7 @@
 #   scripts/bench-api.sh                     embedded (redb) store
 #   BENCH_STORE=redis scripts/bench-api.sh   a redis-server of its own on a free port
 #   BENCH_SECS=10 BENCH_MARKERS=1000000      run length per wrk run, markers loaded
-#   BENCH_SIZE=1280x720 BENCH_ROUNDS=2       video size of the segments, alternating rounds
+#   BENCH_SIZE=1280x720 BENCH_ROUNDS=3       video size of the segments, alternating rounds
 #
 # Needs wrk, nginx, ffmpeg (and redis-server for BENCH_STORE=redis). Everything runs in a temp dir
 # on free ports and is stopped at exit.
@@ -25,7 +25,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 # hlsmark and nginx) so that other jobs disturb the comparison less. BENCH_NICE=0 turns it off.
 NICE=()
 if [[ $(id -u) -eq 0 && ${BENCH_NICE:--10} != 0 ]]; then NICE=(nice -n "${BENCH_NICE:--10}"); fi
-ROUNDS=${BENCH_ROUNDS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 
 echo "== building (release)"
 cargo build --release --quiet -p hlsmark --bin hlsmark -p hlsmark-api --example bench_fixture
