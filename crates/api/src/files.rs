@@ -2,13 +2,14 @@
 //! byte ranges. The bytes themselves go out with `sendfile` (see `zerocopy`).
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::http::header::{self, HeaderMap, HeaderValue, HttpDate};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue, HttpDate};
 
 /// What a valid media file name in a stream directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +68,9 @@ pub struct OpenFiles {
 
 #[derive(Debug, Default)]
 struct OpenInner {
-    map: HashMap<PathBuf, OpenFile>,
-    order: VecDeque<PathBuf>,
+    // Keyed by the path's bytes (hashing a `Path` walks its components).
+    map: HashMap<OsString, OpenFile>,
+    order: VecDeque<OsString>,
 }
 
 /// One open file with what the answers need to know about it.
@@ -117,7 +119,7 @@ impl OpenFiles {
         }
         let now = Identity::of(&meta);
         if let Ok(inner) = self.inner.lock()
-            && let Some(f) = inner.map.get(path)
+            && let Some(f) = inner.map.get(path.as_os_str())
             && f.identity == now
         {
             return Ok(f.clone());
@@ -137,12 +139,9 @@ impl OpenFiles {
         if self.cap > 0
             && let Ok(mut inner) = self.inner.lock()
         {
-            if inner
-                .map
-                .insert(path.to_path_buf(), opened.clone())
-                .is_none()
-            {
-                inner.order.push_back(path.to_path_buf());
+            let key = path.as_os_str().to_owned();
+            if inner.map.insert(key.clone(), opened.clone()).is_none() {
+                inner.order.push_back(key);
             }
             while inner.map.len() > self.cap {
                 let Some(oldest) = inner.order.pop_front() else {
@@ -179,6 +178,8 @@ pub enum Answer {
 pub struct Validators {
     pub etag: String,
     pub last_modified: Option<HttpDate>,
+    /// `ETag` and `Last-Modified`, formatted once per open file.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Validators {
@@ -191,9 +192,19 @@ impl Validators {
         let whole_secs = mtime
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()));
+        let etag = format!("\"{:x}-{nanos:x}\"", meta.len());
+        let last_modified = whole_secs.map(HttpDate::from);
+        let mut headers = Vec::with_capacity(2);
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            headers.push((header::ETAG, v));
+        }
+        if let Some(Ok(v)) = last_modified.map(|d| HeaderValue::from_str(&d.to_string())) {
+            headers.push((header::LAST_MODIFIED, v));
+        }
         Self {
-            etag: format!("\"{:x}-{nanos:x}\"", meta.len()),
-            last_modified: whole_secs.map(HttpDate::from),
+            etag,
+            last_modified,
+            headers,
         }
     }
 }

@@ -73,9 +73,15 @@ fn paths_and_schemas() -> Value {
                 "responses": {"200": m3u8, "400": err("Bad time or range"), "404": err("Unknown stream or no segments in range")}
             }},
             "/hls/{stream}/{file}": {"get": {
-                "summary": "Segment (e<epoch>-<seq>.m4s, video/iso.segment) or init file (e<epoch>-init.mp4, video/mp4); immutable",
+                "summary": "Segment (e<epoch>-<seq>.m4s, video/iso.segment) or init file (e<epoch>-init.mp4, video/mp4); immutable, with ETag and Last-Modified; If-None-Match / If-Modified-Since, one Range: bytes= range and If-Range are honoured",
                 "parameters": [p("stream", "Stream name"), p("file", "File name")],
-                "responses": {"200": {"description": "Media"}, "404": err("Unknown name or aged out")}
+                "responses": {
+                    "200": {"description": "Media"},
+                    "206": {"description": "The requested byte range (Content-Range)"},
+                    "304": {"description": "Not modified"},
+                    "404": err("Unknown name or aged out"),
+                    "416": err("Range starts past the end (Content-Range: bytes */length)")
+                }
             }},
             "/markers": {
                 "get": {

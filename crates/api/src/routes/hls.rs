@@ -173,10 +173,9 @@ pub async fn media_file(
         }
     };
     res.insert_header((header::CACHE_CONTROL, IMMUTABLE))
-        .insert_header((header::ETAG, validators.etag.clone()))
         .insert_header((header::ACCEPT_RANGES, "bytes"));
-    if let Some(lm) = validators.last_modified {
-        res.insert_header((header::LAST_MODIFIED, lm));
+    for h in &validators.headers {
+        res.insert_header(h.clone());
     }
     let (offset, len) = match decided {
         Answer::NotModified => return Ok(res.finish()),
