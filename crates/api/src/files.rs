@@ -78,7 +78,7 @@ struct OpenInner {
 pub struct OpenFile {
     pub file: Arc<File>,
     pub len: u64,
-    pub validators: Validators,
+    pub validators: Arc<Validators>,
     identity: Identity,
 }
 
@@ -133,7 +133,7 @@ impl OpenFiles {
         let opened = OpenFile {
             file: Arc::new(file),
             len: meta.len(),
-            validators: Validators::of(&meta),
+            validators: Arc::new(Validators::of(&meta)),
             identity: Identity::of(&meta),
         };
         if self.cap > 0

@@ -24,7 +24,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, LazyLock};
@@ -35,6 +35,9 @@ use tokio::net::TcpStream;
 
 /// Name of the marker header (lower case, as actix-http writes header names).
 pub const MARKER_HEADER: &str = "x-hlsmark-sendfile";
+/// The same as a header name (parsed once).
+pub const MARKER_NAME: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static(MARKER_HEADER);
 
 /// 32 hex digits drawn once per process.
 static TOKEN: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
@@ -252,7 +255,8 @@ impl AsyncWrite for ZcStream {
                 // earlier answers) goes out corked with the rest of the head and the file.
                 let mut head = Vec::with_capacity(at + m.rest_of_head.len() + 40);
                 head.extend_from_slice(&buf[..at]);
-                head.extend_from_slice(format!("\r\ncontent-length: {}", job.len).as_bytes());
+                // Writing into a Vec cannot fail.
+                let _ = write!(head, "\r\ncontent-length: {}", job.len);
                 head.extend_from_slice(&m.rest_of_head);
                 this.out = Some(Transfer {
                     head,

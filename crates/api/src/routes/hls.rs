@@ -204,7 +204,7 @@ pub async fn media_file(
         if !head_only {
             metrics.files_sendfile.fetch_add(1, Ordering::Relaxed);
         }
-        res.insert_header((zerocopy::MARKER_HEADER, marker));
+        res.insert_header((zerocopy::MARKER_NAME, marker));
         return Ok(res.body(actix_web::body::None::new()));
     }
     let body = web::block(move || read_range(&handle, offset, len))
