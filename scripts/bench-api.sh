@@ -9,6 +9,7 @@
 #   BENCH_STORE=redis scripts/bench-api.sh   a redis-server of its own on a free port
 #   BENCH_SECS=10 BENCH_MARKERS=1000000      run length per wrk run, markers loaded
 #   BENCH_SIZE=1280x720 BENCH_ROUNDS=3       video size of the segments, alternating rounds
+#   BENCH_SOURCE=generator                   segments from `hlsmark generate` (~16 KB) instead
 #
 # Needs wrk, nginx, ffmpeg (and redis-server for BENCH_STORE=redis). Everything runs in a temp dir
 # on free ports and is stopped at exit.
@@ -46,15 +47,24 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 SIZE=${BENCH_SIZE:-1280x720}
-echo "== media: 10 one-second fMP4 segments, $SIZE H.264 (ffmpeg)"
 SEGDIR=$TMP/data/hls/live
 mkdir -p "$SEGDIR" "$TMP/cut"
-(cd "$TMP/cut" && ffmpeg -hide_banner -loglevel error -f lavfi -i "testsrc2=size=$SIZE:rate=30" -t 10 \
-  -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 30 -keyint_min 30 -sc_threshold 0 \
-  -f hls -hls_segment_type fmp4 -hls_time 1 -hls_playlist_type vod -hls_fmp4_init_filename init.mp4 \
-  -hls_segment_filename 'seg%d.m4s' out.m3u8)
-mv "$TMP/cut/init.mp4" "$SEGDIR/e0-init.mp4"
-for i in $(seq 0 9); do mv "$TMP/cut/seg$i.m4s" "$(printf '%s/e0-%08d.m4s' "$SEGDIR" "$i")"; done
+if [[ ${BENCH_SOURCE:-testsrc} == generator ]]; then
+  # hlsmark's own checkerboard: compresses to ~16 KB per segment, so per-request cost dominates.
+  echo "== media: 10 one-second segments from hlsmark generate (12 s of live generation)"
+  SIZE=generator
+  timeout -s TERM 12 "$BIN" generate --data-dir "$TMP/cut" --store "$TMP/cut/gen.redb" >/dev/null 2>&1 || true
+  mv "$TMP/cut/hls/live/e0-init.mp4" "$SEGDIR/e0-init.mp4"
+  for i in $(seq 0 9); do f=$(printf 'e0-%08d.m4s' "$i"); mv "$TMP/cut/hls/live/$f" "$SEGDIR/$f"; done
+else
+  echo "== media: 10 one-second fMP4 segments, $SIZE H.264 (ffmpeg testsrc2)"
+  (cd "$TMP/cut" && ffmpeg -hide_banner -loglevel error -f lavfi -i "testsrc2=size=$SIZE:rate=30" -t 10 \
+    -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 30 -keyint_min 30 -sc_threshold 0 \
+    -f hls -hls_segment_type fmp4 -hls_time 1 -hls_playlist_type vod -hls_fmp4_init_filename init.mp4 \
+    -hls_segment_filename 'seg%d.m4s' out.m3u8)
+  mv "$TMP/cut/init.mp4" "$SEGDIR/e0-init.mp4"
+  for i in $(seq 0 9); do mv "$TMP/cut/seg$i.m4s" "$(printf '%s/e0-%08d.m4s' "$SEGDIR" "$i")"; done
+fi
 SEG_BYTES=$(stat -c %s "$SEGDIR"/e0-0000000*.m4s | awk '{s+=$1} END {printf "%d", s/NR}')
 
 if [[ ${BENCH_STORE:-embedded} == redis ]]; then
