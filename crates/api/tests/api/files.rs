@@ -308,3 +308,43 @@ fn many_connections_fetching_at_once_all_get_exact_bytes() {
         }
     });
 }
+
+#[test]
+fn a_player_on_an_allowed_origin_can_read_segments() {
+    let s = TestServer::start_configured(None, true, Some(crate::common::TOKEN), |c| {
+        c.cors_origins = vec!["http://player.example".into()];
+    });
+    let want = file(&s, "e0-00000001.m4s");
+    let path = "/hls/live/e0-00000001.m4s";
+    let r = request(
+        s.addr,
+        "GET",
+        path,
+        &[("Origin", "http://player.example")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://player.example")
+    );
+    assert!(r.body == want);
+    let r = request(
+        s.addr,
+        "GET",
+        path,
+        &[("Origin", "http://player.example"), ("Range", "bytes=0-99")],
+        b"",
+    );
+    assert_eq!((r.status, r.body.as_slice()), (206, &want[..100]));
+    assert!(r.header("access-control-allow-origin").is_some());
+    // Another origin gets the bytes without the permission (the browser withholds them).
+    let r = request(
+        s.addr,
+        "GET",
+        path,
+        &[("Origin", "http://elsewhere.example")],
+        b"",
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None, "{r:?}");
+}
