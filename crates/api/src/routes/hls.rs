@@ -195,7 +195,13 @@ pub async fn media_file(
     if !head_only {
         metrics.file_bytes_served.fetch_add(len, Ordering::Relaxed);
     }
-    if let Some(conn) = req.conn_data::<ZcConn>() {
+    // Zero-copy needs the plain-text HTTP/1 head that `ZcStream` rewrites. The server speaks only
+    // HTTP/1.x (as actix-web's `HttpServer::listen` does); should h2c ever be enabled, its
+    // HPACK-framed answers carry the bytes in the body instead.
+    if let Some(conn) = req
+        .conn_data::<ZcConn>()
+        .filter(|_| req.version() <= actix_web::http::Version::HTTP_11)
+    {
         let marker = conn.push(Job {
             file: (!head_only).then_some(handle),
             offset,
