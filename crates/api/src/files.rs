@@ -9,6 +9,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue, HttpDate};
 
 /// What a valid media file name in a stream directory is.
@@ -55,6 +57,10 @@ pub fn classify(name: &str) -> Option<MediaKind> {
     }
 }
 
+/// Files up to this size are also kept in memory and leave with their head in one `writev`:
+/// for them, the cork + `sendfile` + uncork syscalls cost more than copying the bytes.
+pub const SMALL_FILE: u64 = 64 * 1024;
+
 /// Open files of recently served segments, so that serving a hot segment again costs one `stat`
 /// of its path instead of open + stat + close (a live stream's newest segments are asked for by
 /// every viewer). The path is still `stat`ed on every request: a segment removed by retention
@@ -77,6 +83,8 @@ struct OpenInner {
 #[derive(Debug, Clone)]
 pub struct OpenFile {
     pub file: Arc<File>,
+    /// The whole file, for files of at most [`SMALL_FILE`] bytes.
+    pub bytes: Option<Bytes>,
     pub len: u64,
     pub validators: Arc<Validators>,
     identity: Identity,
@@ -130,7 +138,16 @@ impl OpenFiles {
         if !meta.is_file() {
             return Err(io::ErrorKind::NotFound.into());
         }
+        let bytes = if meta.len() <= SMALL_FILE {
+            use std::os::unix::fs::FileExt as _;
+            let mut buf = vec![0; usize::try_from(meta.len()).map_err(io::Error::other)?];
+            file.read_exact_at(&mut buf, 0)?;
+            Some(Bytes::from(buf))
+        } else {
+            None
+        };
         let opened = OpenFile {
+            bytes,
             file: Arc::new(file),
             len: meta.len(),
             validators: Arc::new(Validators::of(&meta)),
@@ -366,6 +383,17 @@ mod tests {
         assert!(
             Arc::ptr_eq(&a.file, &b.file),
             "the second answer reuses the open file"
+        );
+        assert_eq!(
+            a.bytes.as_deref(),
+            Some(&b"first"[..]),
+            "small files are in memory"
+        );
+        let big = dir.path().join("e0-00000002.m4s");
+        std::fs::write(&big, vec![3u8; usize::try_from(SMALL_FILE).unwrap() + 1]).unwrap();
+        assert!(
+            files.open(&big).unwrap().bytes.is_none(),
+            "big ones are not"
         );
         // Replaced (new inode, as the generator's rename does): opened again.
         let tmp = dir.path().join("tmp");

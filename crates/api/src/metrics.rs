@@ -42,7 +42,7 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     pub files_served: AtomicU64,
     pub file_bytes_served: AtomicU64,
-    pub files_sendfile: AtomicU64,
+    pub files_direct: AtomicU64,
     pub playlist_renders: AtomicU64,
 }
 
@@ -56,7 +56,7 @@ impl Default for Metrics {
             store_errors: AtomicU64::new(0),
             files_served: AtomicU64::new(0),
             file_bytes_served: AtomicU64::new(0),
-            files_sendfile: AtomicU64::new(0),
+            files_direct: AtomicU64::new(0),
             playlist_renders: AtomicU64::new(0),
         }
     }
@@ -211,9 +211,9 @@ impl Metrics {
                 load(&self.file_bytes_served),
             ),
             (
-                "hlsmark_files_sendfile_total",
-                "File answers whose bytes went out with sendfile (zero-copy).",
-                load(&self.files_sendfile),
+                "hlsmark_files_direct_total",
+                "File answers written straight to the socket (sendfile, or one writev from memory for files up to 64 KiB), not through actix-http's write buffer.",
+                load(&self.files_direct),
             ),
             (
                 "hlsmark_playlist_renders_total",

@@ -14,6 +14,9 @@
 //!    `content-length: <n>`, and after the head's blank line sends the job's bytes with
 //!    `sendfile` (head and body corked together with `TCP_CORK`), before anything that follows.
 //!
+//! Files of at most 64 KiB are kept in memory (`files::SMALL_FILE`) and leave with their head in
+//! one `writev` instead: for them the cork, `sendfile` and uncork calls cost more than the copy.
+//!
 //! Head and body therefore leave in order even when requests are pipelined. The token is 128
 //! random bits drawn once per process and is never sent (the marker line is always replaced), so
 //! no other byte sequence can be taken for a marker. A job whose marker never arrives (the answer
@@ -30,6 +33,7 @@ use std::rc::Rc;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -55,12 +59,23 @@ static FIND_HEAD_END: LazyLock<memchr::memmem::Finder<'static>> =
 /// Most bytes one `sendfile` call is asked for (the kernel caps a call near 2 GiB anyway).
 const MAX_CHUNK: usize = 1 << 30;
 
-/// What to send after a response head: `len` bytes of `file` from `offset`, or none for HEAD.
+/// What to send after a response head (`len` bytes: the Content-Length).
 #[derive(Debug)]
 pub struct Job {
-    pub file: Option<Arc<File>>,
+    pub body: Body,
     pub offset: u64,
     pub len: u64,
+}
+
+/// Where a job's bytes come from.
+#[derive(Debug)]
+pub enum Body {
+    /// Nothing (HEAD): the head only.
+    None,
+    /// `len` bytes of the file from `offset`, with `sendfile`.
+    File(Arc<File>),
+    /// Bytes already in memory (small files), sent with the head in one `writev`.
+    Bytes(Bytes),
 }
 
 #[derive(Debug, Default)]
@@ -139,7 +154,8 @@ struct Transfer {
     head: Vec<u8>,
     head_sent: usize,
     corked: bool,
-    file: Option<Arc<File>>,
+    body: Body,
+    body_sent: usize,
     offset: u64,
     end: u64,
 }
@@ -174,7 +190,24 @@ impl ZcStream {
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Self { tcp, out, .. } = self;
         while let Some(t) = out.as_mut() {
-            let file_left = t.file.is_some() && t.offset < t.end;
+            if let Body::Bytes(b) = &t.body {
+                let head = &t.head[t.head_sent..];
+                let rest = &b[t.body_sent..];
+                if head.is_empty() && rest.is_empty() {
+                    *out = None;
+                    continue;
+                }
+                let bufs = [io::IoSlice::new(head), io::IoSlice::new(rest)];
+                let n = ready!(Pin::new(&mut *tcp).poll_write_vectored(cx, &bufs))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                let from_head = n.min(head.len());
+                t.head_sent += from_head;
+                t.body_sent += n - from_head;
+                continue;
+            }
+            let file_left = matches!(t.body, Body::File(_)) && t.offset < t.end;
             if file_left && !t.corked {
                 rustix::net::sockopt::set_tcp_cork(&*tcp, true)?;
                 t.corked = true;
@@ -183,7 +216,7 @@ impl ZcStream {
                 t.head_sent += ready!(Pin::new(&mut *tcp).poll_write(cx, &t.head[t.head_sent..]))?;
                 continue;
             }
-            if let (true, Some(file)) = (file_left, t.file.as_ref()) {
+            if let (true, Body::File(file)) = (file_left, &t.body) {
                 ready!(tcp.poll_write_ready(cx))?;
                 let count =
                     usize::try_from(t.end - t.offset).map_or(MAX_CHUNK, |n| n.min(MAX_CHUNK));
@@ -264,7 +297,8 @@ impl AsyncWrite for ZcStream {
                     corked: false,
                     offset: job.offset,
                     end: job.offset.saturating_add(job.len),
-                    file: job.file,
+                    body: job.body,
+                    body_sent: 0,
                 });
                 // Accepted: sent by `drive` here or on the next write/flush/shutdown.
                 if let Poll::Ready(Err(e)) = this.drive(cx) {
@@ -342,7 +376,7 @@ mod tests {
     fn stale_jobs_are_dropped_in_order() {
         let c = ZcConn::default();
         let job = || Job {
-            file: None,
+            body: Body::None,
             offset: 0,
             len: 1,
         };

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::files::{self, Answer, OpenFile, classify};
 use crate::routes::params::TimeParam;
 use crate::state::{AppState, MAX_ABS_TICKS};
-use crate::zerocopy::{self, Job, ZcConn};
+use crate::zerocopy::{self, Body, Job, ZcConn};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Playlists change every segment: clients must revalidate (well under half a segment).
@@ -145,6 +145,7 @@ pub async fn media_file(
     // name meanwhile (an open file stays readable).
     let Ok(OpenFile {
         file: handle,
+        bytes: in_memory,
         len: total,
         validators,
         ..
@@ -195,6 +196,11 @@ pub async fn media_file(
     if !head_only {
         metrics.file_bytes_served.fetch_add(len, Ordering::Relaxed);
     }
+    // Small files are in memory: the answer's bytes are a slice of them.
+    let in_memory_range = in_memory.and_then(|b| {
+        let range = usize::try_from(offset).ok()?..usize::try_from(offset + len).ok()?;
+        b.get(range.clone()).is_some().then(|| b.slice(range))
+    });
     // Zero-copy needs the plain-text HTTP/1 head that `ZcStream` rewrites. The server speaks only
     // HTTP/1.x (as actix-web's `HttpServer::listen` does); should h2c ever be enabled, its
     // HPACK-framed answers carry the bytes in the body instead.
@@ -202,16 +208,20 @@ pub async fn media_file(
         .conn_data::<ZcConn>()
         .filter(|_| req.version() <= actix_web::http::Version::HTTP_11)
     {
-        let marker = conn.push(Job {
-            file: (!head_only).then_some(handle),
-            offset,
-            len,
-        });
+        let body = match (head_only, in_memory_range) {
+            (true, _) => Body::None,
+            (false, Some(b)) => Body::Bytes(b),
+            (false, None) => Body::File(handle),
+        };
+        let marker = conn.push(Job { body, offset, len });
         if !head_only {
-            metrics.files_sendfile.fetch_add(1, Ordering::Relaxed);
+            metrics.files_direct.fetch_add(1, Ordering::Relaxed);
         }
         res.insert_header((zerocopy::MARKER_NAME, marker));
         return Ok(res.body(actix_web::body::None::new()));
+    }
+    if let Some(b) = in_memory_range {
+        return Ok(res.body(b));
     }
     let body = web::block(move || read_range(&handle, offset, len))
         .await
@@ -269,7 +279,7 @@ mod tests {
         let res = test::call_service(&app, get(Some("bytes=10-19"))).await;
         assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(&test::read_body(res).await[..], &bytes[10..20]);
-        let sent = state.metrics.files_sendfile.load(Ordering::Relaxed);
+        let sent = state.metrics.files_direct.load(Ordering::Relaxed);
         assert_eq!(sent, 0, "no zero-copy answers without the stream");
     }
 }

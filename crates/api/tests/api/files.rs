@@ -60,14 +60,22 @@ impl Conn {
     }
 }
 
+/// A segment-named file bigger than the in-memory limit (64 KiB), so it leaves with sendfile; the
+/// fixture's own segments are small and leave from memory.
+fn big_file(s: &TestServer, name: &str, len: usize) -> Vec<u8> {
+    let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 253).to_le_bytes()[0]).collect();
+    std::fs::write(s.data_dir().join("hls/live").join(name), &bytes).unwrap();
+    bytes
+}
+
 fn file(s: &TestServer, name: &str) -> Vec<u8> {
     std::fs::read(s.data_dir().join("hls/live").join(name)).unwrap()
 }
 
-fn sendfile_count(s: &TestServer) -> u64 {
+fn direct_count(s: &TestServer) -> u64 {
     let m = s.get("/metrics").text();
     m.lines()
-        .find_map(|l| l.strip_prefix("hlsmark_files_sendfile_total "))
+        .find_map(|l| l.strip_prefix("hlsmark_files_direct_total "))
         .unwrap_or_else(|| panic!("no sendfile counter in {m}"))
         .parse()
         .unwrap()
@@ -76,8 +84,15 @@ fn sendfile_count(s: &TestServer) -> u64 {
 #[test]
 fn segments_leave_exact_with_validators_and_without_the_marker() {
     let s = TestServer::start();
-    let before = sendfile_count(&s);
-    for name in ["e0-init.mp4", "e0-00000000.m4s", "e0-00000003.m4s"] {
+    big_file(&s, "e0-00000600.m4s", 300_000);
+    let before = direct_count(&s);
+    // Small files leave from memory (writev), the big one with sendfile.
+    for name in [
+        "e0-init.mp4",
+        "e0-00000000.m4s",
+        "e0-00000003.m4s",
+        "e0-00000600.m4s",
+    ] {
         let want = file(&s, name);
         let r = s.get(&format!("/hls/live/{name}"));
         assert_eq!(r.status, 200, "{name}");
@@ -115,15 +130,22 @@ fn segments_leave_exact_with_validators_and_without_the_marker() {
             "internal header leaked: {r:?}"
         );
     }
-    // The bytes went out through the zero-copy path, not a copy in the handler.
-    assert_eq!(sendfile_count(&s), before + 3);
+    // The bytes went straight to the socket, not through actix-http's write buffer.
+    assert_eq!(direct_count(&s), before + 4);
 }
 
 #[test]
 fn ranges_and_conditional_requests() {
     let s = TestServer::start();
-    let name = "e0-00000002.m4s";
-    let want = file(&s, name);
+    big_file(&s, "e0-00000602.m4s", 150_000);
+    // From memory and with sendfile.
+    for name in ["e0-00000002.m4s", "e0-00000602.m4s"] {
+        ranges_and_conditionals_of(&s, name);
+    }
+}
+
+fn ranges_and_conditionals_of(s: &TestServer, name: &str) {
+    let want = file(s, name);
     let n = want.len();
     let path = format!("/hls/live/{name}");
     let get = |h: &[(&str, &str)]| request(s.addr, "GET", &path, h, b"");
@@ -184,7 +206,8 @@ fn ranges_and_conditional_requests() {
 fn kept_alive_and_pipelined_connections_stay_framed() {
     let s = TestServer::start();
     let seg0 = file(&s, "e0-00000000.m4s");
-    let seg1 = file(&s, "e0-00000001.m4s");
+    // Small files (memory) and a big one (sendfile) alternate.
+    let seg1 = big_file(&s, "e0-00000601.m4s", 200_000);
     let init = file(&s, "e0-init.mp4");
 
     // One request at a time on one connection: files, HEAD, 304 and JSON answers alternate.
@@ -192,7 +215,7 @@ fn kept_alive_and_pipelined_connections_stay_framed() {
     for _ in 0..3 {
         let r = c.get("/hls/live/e0-00000000.m4s", "");
         assert!(r.status == 200 && r.body == seg0);
-        c.send("HEAD /hls/live/e0-00000001.m4s HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.send("HEAD /hls/live/e0-00000601.m4s HTTP/1.1\r\nHost: x\r\n\r\n");
         let h = c.next(true);
         assert_eq!(h.status, 200);
         assert_eq!(
@@ -201,11 +224,11 @@ fn kept_alive_and_pipelined_connections_stay_framed() {
         );
         let r = c.get("/healthz", "");
         assert_eq!(r.status, 200, "{r:?}");
-        let r = c.get("/hls/live/e0-00000001.m4s", "Range: bytes=10-19\r\n");
+        let r = c.get("/hls/live/e0-00000601.m4s", "Range: bytes=10-19\r\n");
         assert_eq!((r.status, r.body.as_slice()), (206, &seg1[10..20]));
         let etag = h.header("etag").unwrap().to_owned();
         let r = c.get(
-            "/hls/live/e0-00000001.m4s",
+            "/hls/live/e0-00000601.m4s",
             &format!("If-None-Match: {etag}\r\n"),
         );
         assert_eq!(r.status, 304);
@@ -225,7 +248,7 @@ fn kept_alive_and_pipelined_connections_stay_framed() {
         all.push_str("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
         all.push_str("HEAD /hls/live/e0-init.mp4 HTTP/1.1\r\nHost: x\r\n\r\n");
         all.push_str(
-            "GET /hls/live/e0-00000001.m4s HTTP/1.1\r\nHost: x\r\nRange: bytes=-7\r\n\r\n",
+            "GET /hls/live/e0-00000601.m4s HTTP/1.1\r\nHost: x\r\nRange: bytes=-7\r\n\r\n",
         );
         all.push_str("GET /hls/live/e0-init.mp4 HTTP/1.1\r\nHost: x\r\n\r\n");
     }
