@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use std::sync::atomic::Ordering;
 
+use actix_web::HttpMessage as _;
 use actix_web::ResponseError as _;
 use actix_web::http::{Method, StatusCode};
 
@@ -33,6 +34,74 @@ fn playlist_response(body: Bytes) -> HttpResponse {
         .content_type(PLAYLIST_TYPE)
         .insert_header((header::CACHE_CONTROL, PLAYLIST_CACHE))
         .body(body)
+}
+
+/// Everything under `/hls/`: `{stream}/index.m3u8`, `{stream}/vod.m3u8` and `{stream}/{file}`,
+/// told apart by splitting the path. Segments decode like actix's path parameters (percent-decoded
+/// once), and anything that is not exactly two segments is the same 404 as an unknown route.
+pub async fn dispatch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let rest = req.match_info().unprocessed();
+    let parts = rest
+        .strip_prefix('/')
+        .and_then(|r| r.split_once('/'))
+        .filter(|(s, f)| !s.is_empty() && !f.is_empty() && !f.contains('/'))
+        .and_then(|(s, f)| Some((percent_decode(s)?, percent_decode(f)?)));
+    let Some((stream, file)) = parts else {
+        return crate::routes::meta::not_found(req).await;
+    };
+    let pattern = match file.as_str() {
+        "index.m3u8" => "/hls/{stream}/index.m3u8",
+        "vod.m3u8" => "/hls/{stream}/vod.m3u8",
+        _ => "/hls/{stream}/{file}",
+    };
+    req.extensions_mut().insert(crate::RouteLabel(pattern));
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut res = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} is not allowed on {pattern}; use GET or HEAD",
+                req.method()
+            ),
+        )
+        .error_response();
+        res.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return Ok(res);
+    }
+    match file.as_str() {
+        "index.m3u8" => live_playlist(state, web::Path::from(stream)).await,
+        "vod.m3u8" => {
+            let query = web::Query::<VodQuery>::from_query(req.query_string())
+                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+            vod_playlist(state, web::Path::from(stream), query).await
+        }
+        _ => media_file(req, state, web::Path::from((stream, file))).await,
+    }
+}
+
+/// One path segment percent-decoded (`None`: a broken escape or not UTF-8).
+fn percent_decode(segment: &str) -> Option<String> {
+    if !segment.contains('%') {
+        return Some(segment.to_owned());
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `GET /hls/{stream}/index.m3u8`

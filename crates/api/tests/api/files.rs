@@ -371,3 +371,45 @@ fn a_player_on_an_allowed_origin_can_read_segments() {
     );
     assert_eq!(r.header("access-control-allow-origin"), None, "{r:?}");
 }
+
+#[test]
+fn hls_paths_keep_their_route_labels_methods_and_decoding() {
+    let s = TestServer::start();
+    assert_eq!(s.get("/hls/live/index.m3u8").status, 200);
+    assert_eq!(s.get("/hls/live/vod.m3u8?from=0&to=2").status, 200);
+    // Percent-encoded letters decode like any path parameter.
+    let r = s.get("/hls/live/%65%30-0000000%31.m4s");
+    assert_eq!(r.status, 200);
+    assert!(r.body == file(&s, "e0-00000001.m4s"));
+    for bad in [
+        "/hls/live/e0-0000000%zz.m4s",
+        "/hls/live/%ff.m4s",
+        "/hls/live/a/b",
+        "/hls/live/",
+    ] {
+        let r = s.get(bad);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (404, "not_found"),
+            "{bad}"
+        );
+    }
+    let r = request(s.addr, "POST", "/hls/live/e0-00000001.m4s", &[], b"");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.error_code(), "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    let m = s.get("/metrics").text();
+    for route in [
+        "/hls/{stream}/index.m3u8",
+        "/hls/{stream}/vod.m3u8",
+        "/hls/{stream}/{file}",
+    ] {
+        let line = format!(
+            "hlsmark_http_requests_total{{route=\"{route}\",method=\"GET\",status=\"200\"}}"
+        );
+        assert!(m.contains(&line), "{line} missing in {m}");
+    }
+    assert!(m.contains(
+        "hlsmark_http_requests_total{route=\"/hls/{stream}/{file}\",method=\"POST\",status=\"405\"}"
+    ));
+}
