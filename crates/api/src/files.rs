@@ -139,10 +139,7 @@ impl OpenFiles {
             return Err(io::ErrorKind::NotFound.into());
         }
         let bytes = if meta.len() <= SMALL_FILE {
-            use std::os::unix::fs::FileExt as _;
-            let mut buf = vec![0; usize::try_from(meta.len()).map_err(io::Error::other)?];
-            file.read_exact_at(&mut buf, 0)?;
-            Some(Bytes::from(buf))
+            Some(read_range(&file, 0, meta.len())?)
         } else {
             None
         };
@@ -174,6 +171,14 @@ impl OpenFiles {
     pub fn len(&self) -> usize {
         self.inner.lock().map_or(0, |i| i.map.len())
     }
+}
+
+/// `len` bytes of `file` from `offset` (positional: the shared file's cursor is not used).
+pub fn read_range(file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0; usize::try_from(len).map_err(io::Error::other)?];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(Bytes::from(buf))
 }
 
 /// How a file request is answered (RFC 9110 validators, conditional requests and one byte range).

@@ -292,18 +292,11 @@ pub async fn media_file(
     if let Some(b) = in_memory_range {
         return Ok(res.body(b));
     }
-    let body = web::block(move || read_range(&handle, offset, len))
+    let body = web::block(move || files::read_range(&handle, offset, len))
         .await
         .map_err(|e| ApiError::internal(format!("reading {file}: {e}")))?
         .map_err(|_| gone())?;
     Ok(res.body(body))
-}
-
-fn read_range(f: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Bytes> {
-    use std::os::unix::fs::FileExt as _;
-    let mut buf = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
-    f.read_exact_at(&mut buf, offset)?;
-    Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]
