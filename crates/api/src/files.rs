@@ -5,13 +5,25 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use hlsmark_store::StreamName;
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue, HttpDate};
+
+/// Segment and init URLs are never reused: epoch and sequence are in the file name, and the
+/// playlist adds the epoch's wall-clock start as `?v=<hex>` (ignored here), because file names
+/// start over at `e0-00000000.m4s` when a stream's data is wiped.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Where a stream's media file lives. `file` must have passed [`classify`] and `stream` is a
+/// valid stream name: neither can leave the stream directory.
+pub fn media_path(data_dir: &Path, stream: &StreamName, file: &str) -> PathBuf {
+    data_dir.join("hls").join(stream.as_str()).join(file)
+}
 
 /// What a valid media file name in a stream directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 mod body_deadline;
 mod config;
 mod error;
+mod fastpath;
 mod files;
 mod metrics;
 mod openapi;
@@ -230,11 +231,15 @@ impl Api {
                 })
                 .wrap(Condition::new(use_cors, cors(&cfg)))
                 .wrap(ErrorHandlers::new().default_handler(error::json_error_net))
+                // Outermost: counts every answer, and marks where it ends for the connection's
+                // fast path (`zerocopy::mark_framing`).
                 .wrap_fn(move |req, srv| {
                     let start = Instant::now();
                     let m = m.clone();
-                    srv.call(req).map(move |res| {
-                        if let Ok(res) = &res {
+                    srv.call(req).map(move |mut res| {
+                        // An error that leaves the chain unanswered is answered by actix-http
+                        // unmarked: that connection then stops taking the fast path.
+                        if let Ok(res) = &mut res {
                             // Resources are named by their pattern (the /hls/ dispatcher sets
                             // its own): no allocation per request.
                             let label = res.request().extensions().get::<RouteLabel>().map(|l| l.0);
@@ -248,11 +253,15 @@ impl Api {
                                 start.elapsed(),
                             );
                         }
+                        if let Ok(res) = &mut res {
+                            zerocopy::mark_framing(res);
+                        }
                         res
                     })
                 })
         };
-        let server = server::build(self.listener, self.addr, &self.cfg, metrics, app)
+        let fast = Arc::new(fastpath::FastPath::new(state.clone(), use_cors));
+        let server = server::build(self.listener, self.addr, &self.cfg, metrics, fast, app)
             .map_err(ServeError::Server)?;
         let handle = server.handle();
         let mut server = tokio::spawn(server);

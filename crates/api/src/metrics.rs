@@ -43,6 +43,7 @@ pub struct Metrics {
     pub files_served: AtomicU64,
     pub file_bytes_served: AtomicU64,
     pub files_direct: AtomicU64,
+    pub files_fast: AtomicU64,
     pub playlist_renders: AtomicU64,
 }
 
@@ -57,6 +58,7 @@ impl Default for Metrics {
             files_served: AtomicU64::new(0),
             file_bytes_served: AtomicU64::new(0),
             files_direct: AtomicU64::new(0),
+            files_fast: AtomicU64::new(0),
             playlist_renders: AtomicU64::new(0),
         }
     }
@@ -214,6 +216,11 @@ impl Metrics {
                 "hlsmark_files_direct_total",
                 "File answers written straight to the socket (sendfile, or one writev from memory for files up to 64 KiB), not through actix-http's write buffer.",
                 load(&self.files_direct),
+            ),
+            (
+                "hlsmark_files_fast_total",
+                "Segment and init answers (GET and HEAD) made by the connection's fast path, without actix-http parsing the request.",
+                load(&self.files_fast),
             ),
             (
                 "hlsmark_playlist_renders_total",

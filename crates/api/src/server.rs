@@ -19,6 +19,7 @@ use actix_web::dev::AppConfig;
 use tokio::net::TcpStream;
 
 use crate::ApiConfig;
+use crate::fastpath::FastPath;
 use crate::metrics::{ConnectionGuard, Metrics};
 use crate::zerocopy::ZcStream;
 
@@ -43,6 +44,7 @@ pub fn build<F, I, S, B>(
     addr: SocketAddr,
     cfg: &ApiConfig,
     metrics: Arc<Metrics>,
+    fast: Arc<FastPath>,
     app: F,
 ) -> io::Result<Server>
 where
@@ -63,6 +65,7 @@ where
     let builder = builder.listen("hlsmark-http", listener, move || {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
+        let fast = fast.clone();
         let app = app().into_factory().map_err(|e| e.into().error_response());
         let http = HttpService::<Io, _, _>::build()
             // Idle keep-alive connections close when a graceful stop starts.
@@ -82,11 +85,14 @@ where
                 ext.insert(io.conn());
             })
             .h1(map_config(app, move |()| AppConfig::default()));
-        fn_service(|tcp: TcpStream| async move {
-            // Responses go out as soon as they are written (no Nagle delay on the last piece).
-            let _ = tcp.set_nodelay(true);
-            let peer = tcp.peer_addr().ok();
-            Ok((ZcStream::new(tcp), peer))
+        fn_service(move |tcp: TcpStream| {
+            let fast = fast.clone();
+            async move {
+                // Responses go out as soon as they are written (no Nagle delay on the last piece).
+                let _ = tcp.set_nodelay(true);
+                let peer = tcp.peer_addr().ok();
+                Ok((ZcStream::new(tcp, Some(fast)), peer))
+            }
         })
         .and_then(http)
     })?;

@@ -33,8 +33,12 @@ use std::rc::Rc;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+
+use crate::fastpath::{self, FastPath, Parsed};
 use tokio::net::TcpStream;
 
 /// Name of the marker header (lower case, as actix-http writes header names).
@@ -98,6 +102,7 @@ impl ZcConn {
         format!("{}-{id}", TOKEN.as_str())
     }
 
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.0.borrow().jobs.is_empty()
     }
@@ -118,23 +123,48 @@ impl ZcConn {
     }
 }
 
-/// A head taken apart by [`split_head`]: the marker's job id and the rewritten head bytes.
+/// What a marker says follows its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// `<token>-<id>`: the queued file job `id` (actix writes no body).
+    Job(u64),
+    /// `<token>-b<n>`: actix writes `n` body bytes itself.
+    Body(u64),
+    /// `<token>-s`: actix streams a body of unknown length (chunked or until close).
+    Stream,
+}
+
+/// A head taken apart by [`split_head`]: the marker and the rewritten head bytes.
 #[derive(Debug, PartialEq, Eq)]
 struct Marked {
     /// Bytes of the input consumed: from the marker line's leading CRLF to the head's end.
     consumed: usize,
-    id: u64,
+    mark: Mark,
     /// Everything after the marker line up to and including the blank line.
     rest_of_head: Vec<u8>,
 }
 
-/// With `buf` starting at a marker line (`\r\n<name>: <token>-<id>`), parses the id and finds the
-/// end of the head. `None` when the bytes are not a whole marked head.
+/// With `buf` starting at a marker line (`\r\n<name>: <token>-<mark>`), parses the mark and finds
+/// the end of the head. `None` when the bytes are not a whole marked head.
 fn split_head(buf: &[u8], pattern: &[u8]) -> Option<Marked> {
     let after = buf.strip_prefix(pattern)?;
+    let (prefix, after) = match after.first() {
+        Some(b's') => (1, &after[..0]),
+        Some(b'b') => (1, &after[1..]),
+        _ => (0, after),
+    };
     let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
-    let id: u64 = std::str::from_utf8(&after[..digits]).ok()?.parse().ok()?;
-    let line_end = pattern.len() + digits;
+    let mark = if prefix == 1 && digits == 0 && buf[pattern.len()] == b's' {
+        Mark::Stream
+    } else {
+        let n: u64 = std::str::from_utf8(&after[..digits]).ok()?.parse().ok()?;
+        if prefix == 1 {
+            Mark::Body(n)
+        } else {
+            Mark::Job(n)
+        }
+    };
+    let line_end = pattern.len() + prefix + digits;
     if buf.get(line_end..line_end + 2)? != b"\r\n" {
         return None;
     }
@@ -143,7 +173,7 @@ fn split_head(buf: &[u8], pattern: &[u8]) -> Option<Marked> {
     let end = FIND_HEAD_END.find(&buf[line_end..])? + line_end + 4;
     Some(Marked {
         consumed: end,
-        id,
+        mark,
         rest_of_head: buf[line_end..end].to_vec(),
     })
 }
@@ -160,20 +190,59 @@ struct Transfer {
     end: u64,
 }
 
-/// The socket actix-http writes to; see the module docs.
+/// The socket actix-http reads from and writes to; see the module docs.
 #[derive(Debug)]
 pub struct ZcStream {
     tcp: TcpStream,
     conn: ZcConn,
     out: Option<Transfer>,
+    /// `None`: the stream only rewrites marked answers; every byte read goes to actix.
+    fast: Option<Arc<FastPath>>,
+    /// Bytes read from the socket and not yet handed to actix or answered.
+    inbuf: BytesMut,
+    /// Bytes at the front of the input (in `inbuf`, then from the socket) that are actix's: the
+    /// rest of a request handed to it.
+    to_actix: u64,
+    /// The socket's read side has ended.
+    eof: bool,
+    /// The input was cut off by us (a request head took too long): actix reads end of file.
+    cut: bool,
+    /// Requests and answers can no longer be told apart (input `httparse` cannot frame, an answer
+    /// streamed without a length, an answer we did not mark): every byte goes to actix, and only
+    /// marked heads are still rewritten.
+    unframed: bool,
+    /// Requests handed to actix, and how many of them were answered to the last byte.
+    handed: u64,
+    answered: u64,
+    /// Body bytes of actix's current answer still to pass.
+    body_left: u64,
+    /// When the unfinished request head at the front of `inbuf` started.
+    partial_since: Option<Instant>,
 }
 
+/// Longest request head the stream frames (actix-http's own limit); a longer one goes to actix,
+/// which answers 431.
+const MAX_HEAD: usize = 32 * 1024;
+/// Time a client has to complete a request head after the first of the connection (actix-http
+/// times out only the first one).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl ZcStream {
-    pub fn new(tcp: TcpStream) -> Self {
+    pub fn new(tcp: TcpStream, fast: Option<Arc<FastPath>>) -> Self {
         Self {
             tcp,
             conn: ZcConn::default(),
             out: None,
+            fast,
+            inbuf: BytesMut::new(),
+            to_actix: 0,
+            eof: false,
+            cut: false,
+            unframed: false,
+            handed: 0,
+            answered: 0,
+            body_left: 0,
+            partial_since: None,
         }
     }
 
@@ -248,13 +317,231 @@ impl ZcStream {
     }
 }
 
+impl ZcStream {
+    /// Hands input to actix, frames requests, and answers the fast ones (see `fastpath`).
+    fn read_framed(
+        &mut self,
+        fast: &FastPath,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.cut {
+                return Poll::Ready(Ok(()));
+            }
+            // Input that is actix's.
+            if (self.to_actix > 0 || self.unframed) && !self.inbuf.is_empty() {
+                let mut n = self.inbuf.len().min(buf.remaining());
+                if !self.unframed {
+                    n = usize::try_from(self.to_actix).map_or(n, |left| n.min(left));
+                    self.to_actix -= n as u64;
+                }
+                buf.put_slice(&self.inbuf[..n]);
+                self.inbuf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if self.unframed {
+                return Pin::new(&mut self.tcp).poll_read(cx, buf);
+            }
+            if self.to_actix == 0 && !self.inbuf.is_empty() {
+                // An answer of ours still on its way goes first (and a full socket stops reading).
+                ready!(self.drive(cx))?;
+                match fastpath::parse(&self.inbuf) {
+                    Parsed::Request {
+                        head_len,
+                        body_len,
+                        fast: candidate,
+                    } => {
+                        self.partial_since = None;
+                        // Only when actix owes nothing: answers leave in request order.
+                        let idle = self.handed > 0 && self.handed == self.answered;
+                        if let Some(a) = candidate.filter(|_| idle).and_then(|c| fast.answer(&c)) {
+                            self.inbuf.advance(head_len);
+                            let end = a.offset.saturating_add(a.len);
+                            self.out = Some(Transfer {
+                                head: a.head,
+                                head_sent: 0,
+                                corked: false,
+                                body: a.body,
+                                body_sent: 0,
+                                offset: a.offset,
+                                end,
+                            });
+                            continue;
+                        }
+                        self.handed += 1;
+                        self.to_actix = (head_len as u64).saturating_add(body_len);
+                        continue;
+                    }
+                    Parsed::Partial if self.inbuf.len() < MAX_HEAD => {
+                        let since = *self.partial_since.get_or_insert_with(Instant::now);
+                        // The first request's head is timed by actix-http (408).
+                        if self.handed > 0 && since.elapsed() > HEAD_TIMEOUT {
+                            self.cut = true;
+                            continue;
+                        }
+                    }
+                    Parsed::Partial | Parsed::Opaque => {
+                        self.unframed = true;
+                        continue;
+                    }
+                }
+            }
+            if self.eof {
+                if self.inbuf.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                // An unfinished head before the end: actix sees it as it is.
+                self.unframed = true;
+                continue;
+            }
+            if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 2 {
+                self.inbuf.reserve(READ_CHUNK);
+            }
+            ready!(self.tcp.poll_read_ready(cx))?;
+            match self.tcp.try_read_buf(&mut self.inbuf) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Writes what actix gives while requests are framed: one answer's head (marked by the app)
+    /// at a time, then its counted body.
+    fn write_framed(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.body_left > 0 {
+            let n = usize::try_from(self.body_left).map_or(buf.len(), |left| buf.len().min(left));
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &buf[..n]))?;
+            self.body_left -= n as u64;
+            if self.body_left == 0 {
+                self.answered += 1;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        // An answer's head starts here; actix encodes heads whole and we take them whole.
+        let Some(end) = FIND_HEAD_END.find(buf).map(|e| e + 4) else {
+            self.unframed = true;
+            return self.write_unframed(cx, buf);
+        };
+        match FIND_MARKER.find(&buf[..end]) {
+            Some(at) => self.write_marked(cx, buf, at),
+            // An interim answer (`100 Continue`) before the real one.
+            None if buf.starts_with(b"HTTP/1.1 1") => {
+                self.out = Some(Transfer::head(buf[..end].to_vec()));
+                if let Poll::Ready(Err(e)) = self.drive(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(Ok(end))
+            }
+            // An answer the app did not mark (actix-http's own errors): framing is lost.
+            None => {
+                self.unframed = true;
+                self.write_unframed(cx, buf)
+            }
+        }
+    }
+
+    /// Writes what actix gives, rewriting marked heads wherever they are.
+    fn write_unframed(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match FIND_MARKER.find(buf) {
+            None => Pin::new(&mut self.tcp).poll_write(cx, buf),
+            Some(at) => self.write_marked(cx, buf, at),
+        }
+    }
+
+    /// Takes `buf` up to the end of the head whose marker line starts at `at`, with the marker
+    /// line replaced (by the job's Content-Length, or by nothing).
+    fn write_marked(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        at: usize,
+    ) -> Poll<io::Result<usize>> {
+        let Some(m) = split_head(&buf[at..], PATTERN.as_slice()) else {
+            return Poll::Ready(Err(io::Error::other(
+                "a marked response head is incomplete",
+            )));
+        };
+        // What comes before the marker line (the status line, the first headers, in unframed
+        // mode maybe earlier answers) goes out with the rest of the head.
+        let mut head = Vec::with_capacity(at + m.rest_of_head.len() + 40);
+        head.extend_from_slice(&buf[..at]);
+        let transfer = match m.mark {
+            Mark::Job(id) => {
+                let Some(job) = self.conn.take(id) else {
+                    return Poll::Ready(Err(io::Error::other(format!(
+                        "no queued file for response {id}"
+                    ))));
+                };
+                // Writing into a Vec cannot fail.
+                let _ = write!(head, "\r\ncontent-length: {}", job.len);
+                head.extend_from_slice(&m.rest_of_head);
+                self.answered += 1;
+                Transfer {
+                    head,
+                    head_sent: 0,
+                    corked: false,
+                    offset: job.offset,
+                    end: job.offset.saturating_add(job.len),
+                    body: job.body,
+                    body_sent: 0,
+                }
+            }
+            Mark::Body(n) => {
+                head.extend_from_slice(&m.rest_of_head);
+                if n == 0 {
+                    self.answered += 1;
+                } else {
+                    self.body_left = n;
+                }
+                Transfer::head(head)
+            }
+            Mark::Stream => {
+                head.extend_from_slice(&m.rest_of_head);
+                self.unframed = true;
+                Transfer::head(head)
+            }
+        };
+        self.out = Some(transfer);
+        // Accepted: sent by `drive` here or on the next read/write/flush/shutdown.
+        if let Poll::Ready(Err(e)) = self.drive(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(at + m.consumed))
+    }
+}
+
+impl Transfer {
+    /// A head alone.
+    fn head(head: Vec<u8>) -> Self {
+        Self {
+            head,
+            head_sent: 0,
+            corked: false,
+            body: Body::None,
+            body_sent: 0,
+            offset: 0,
+            end: 0,
+        }
+    }
+}
+
+/// Bytes read from the socket at a time (requests are small; bodies pass in pieces).
+const READ_CHUNK: usize = 8 * 1024;
+
 impl AsyncRead for ZcStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+        let this = self.get_mut();
+        match this.fast.clone() {
+            Some(fast) => this.read_framed(&fast, cx, buf),
+            None => Pin::new(&mut this.tcp).poll_read(cx, buf),
+        }
     }
 }
 
@@ -266,46 +553,10 @@ impl AsyncWrite for ZcStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.drive(cx))?;
-        if this.conn.is_empty() {
-            return Pin::new(&mut this.tcp).poll_write(cx, buf);
-        }
-        let pattern = PATTERN.as_slice();
-        match FIND_MARKER.find(buf) {
-            None => Pin::new(&mut this.tcp).poll_write(cx, buf),
-            Some(at) => {
-                let Some(m) = split_head(&buf[at..], pattern) else {
-                    return Poll::Ready(Err(io::Error::other(
-                        "a marked response head is incomplete",
-                    )));
-                };
-                let Some(job) = this.conn.take(m.id) else {
-                    return Poll::Ready(Err(io::Error::other(format!(
-                        "no queued file for response {}",
-                        m.id
-                    ))));
-                };
-                // What comes before the marker line (the status line, the first headers, maybe
-                // earlier answers) goes out corked with the rest of the head and the file.
-                let mut head = Vec::with_capacity(at + m.rest_of_head.len() + 40);
-                head.extend_from_slice(&buf[..at]);
-                // Writing into a Vec cannot fail.
-                let _ = write!(head, "\r\ncontent-length: {}", job.len);
-                head.extend_from_slice(&m.rest_of_head);
-                this.out = Some(Transfer {
-                    head,
-                    head_sent: 0,
-                    corked: false,
-                    offset: job.offset,
-                    end: job.offset.saturating_add(job.len),
-                    body: job.body,
-                    body_sent: 0,
-                });
-                // Accepted: sent by `drive` here or on the next write/flush/shutdown.
-                if let Poll::Ready(Err(e)) = this.drive(cx) {
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Ready(Ok(at + m.consumed))
-            }
+        if this.unframed || this.fast.is_none() {
+            this.write_unframed(cx, buf)
+        } else {
+            this.write_framed(cx, buf)
         }
     }
 
@@ -319,6 +570,35 @@ impl AsyncWrite for ZcStream {
         let this = self.get_mut();
         ready!(this.drive(cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Marks an answer of the app with what actix will write after its head, so the stream can tell
+/// where it ends (see `fastpath`). File answers carry their job's marker already.
+pub fn mark_framing<B: actix_web::body::MessageBody>(res: &mut actix_web::dev::ServiceResponse<B>) {
+    use actix_web::body::BodySize;
+    let req = res.request();
+    if req.conn_data::<ZcConn>().is_none()
+        || req.version() > actix_web::http::Version::HTTP_11
+        || res.headers().contains_key(&MARKER_NAME)
+    {
+        return;
+    }
+    let len = if req.method() == actix_web::http::Method::HEAD {
+        Some(0)
+    } else {
+        match res.response().body().size() {
+            BodySize::None => Some(0),
+            BodySize::Sized(n) => Some(n),
+            BodySize::Stream => None,
+        }
+    };
+    let value = match len {
+        Some(n) => format!("{}-b{n}", TOKEN.as_str()),
+        None => format!("{}-s", TOKEN.as_str()),
+    };
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&value) {
+        res.headers_mut().insert(MARKER_NAME, v);
     }
 }
 
@@ -336,15 +616,38 @@ mod tests {
         let mut buf = p.clone();
         buf.extend_from_slice(b"17\r\ncache-control: x\r\n\r\nHTTP/1.1 200 OK\r\n");
         let m = split_head(&buf, &p).unwrap();
-        assert_eq!(m.id, 17);
+        assert_eq!(m.mark, Mark::Job(17));
         assert_eq!(m.rest_of_head, b"\r\ncache-control: x\r\n\r\n");
         assert_eq!(&buf[m.consumed..], b"HTTP/1.1 200 OK\r\n");
         // The marker as the last header.
         let mut last = p.clone();
         last.extend_from_slice(b"3\r\n\r\nrest");
         let m = split_head(&last, &p).unwrap();
-        assert_eq!((m.id, m.rest_of_head.as_slice()), (3, &b"\r\n\r\n"[..]));
+        assert_eq!(
+            (m.mark, m.rest_of_head.as_slice()),
+            (Mark::Job(3), &b"\r\n\r\n"[..])
+        );
         assert_eq!(&last[m.consumed..], b"rest");
+        // Answers whose bodies actix writes: a length, or a stream.
+        for (tail, mark) in [
+            (&b"b0\r\n\r\n"[..], Mark::Body(0)),
+            (b"b1234\r\nx: y\r\n\r\n", Mark::Body(1234)),
+            (b"s\r\n\r\n", Mark::Stream),
+        ] {
+            let mut buf = p.clone();
+            buf.extend_from_slice(tail);
+            assert_eq!(split_head(&buf, &p).map(|m| m.mark), Some(mark));
+        }
+        for bad in [&b"b\r\n\r\n"[..], b"s1\r\n\r\n", b"bx\r\n\r\n"] {
+            let mut buf = p.clone();
+            buf.extend_from_slice(bad);
+            assert_eq!(
+                split_head(&buf, &p),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -22,10 +22,6 @@ use crate::zerocopy::{self, Body, Job, ZcConn};
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Playlists change every segment: clients must revalidate (well under half a segment).
 const PLAYLIST_CACHE: &str = "no-cache";
-/// Segment and init URLs are never reused: epoch and sequence are in the file name, and the
-/// playlist adds the epoch's wall-clock start as `?v=<hex>` (ignored here), because file names
-/// start over at `e0-00000000.m4s` when a stream's data is wiped.
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Most segments one VOD playlist lists (12 h of 1 s segments).
 const MAX_VOD_SEGMENTS: usize = 43_200;
 
@@ -198,12 +194,7 @@ pub async fn media_file(
         )
     })?;
     // Both parts are validated to [A-Za-z0-9_-] and our name pattern: the path stays inside.
-    let full = state
-        .cfg
-        .data_dir
-        .join("hls")
-        .join(stream.as_str())
-        .join(&file);
+    let full = files::media_path(&state.cfg.data_dir, &stream, &file);
     let gone = || {
         ApiError::not_found(
             "segment_not_found",
@@ -242,7 +233,7 @@ pub async fn media_file(
             return Ok(res);
         }
     };
-    res.insert_header((header::CACHE_CONTROL, IMMUTABLE))
+    res.insert_header((header::CACHE_CONTROL, files::IMMUTABLE))
         .insert_header((header::ACCEPT_RANGES, "bytes"));
     for h in &validators.headers {
         res.insert_header(h.clone());

@@ -9,23 +9,23 @@ use std::time::Duration;
 use crate::common::{Resp, TestServer, parse_response, request};
 
 /// A kept-alive connection that reads answers one by one, framed by Content-Length.
-struct Conn {
-    s: TcpStream,
+pub struct Conn {
+    pub s: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    fn open(addr: SocketAddr) -> Self {
+    pub fn open(addr: SocketAddr) -> Self {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         Self { s, buf: Vec::new() }
     }
 
-    fn send(&mut self, raw: &str) {
+    pub fn send(&mut self, raw: &str) {
         self.s.write_all(raw.as_bytes()).unwrap();
     }
 
-    fn fill(&mut self) {
+    pub fn fill(&mut self) {
         let mut chunk = [0u8; 65536];
         let n = self.s.read(&mut chunk).unwrap();
         assert!(n > 0, "connection closed; have {} bytes", self.buf.len());
@@ -33,7 +33,7 @@ impl Conn {
     }
 
     /// The next answer; `head_only` for HEAD requests (Content-Length without a body).
-    fn next(&mut self, head_only: bool) -> Resp {
+    pub fn next(&mut self, head_only: bool) -> Resp {
         let end = loop {
             if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break p + 4;
@@ -54,7 +54,7 @@ impl Conn {
         Resp { body, ..head }
     }
 
-    fn get(&mut self, path: &str, extra: &str) -> Resp {
+    pub fn get(&mut self, path: &str, extra: &str) -> Resp {
         self.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"));
         self.next(false)
     }
@@ -62,17 +62,17 @@ impl Conn {
 
 /// A segment-named file bigger than the in-memory limit (64 KiB), so it leaves with sendfile; the
 /// fixture's own segments are small and leave from memory.
-fn big_file(s: &TestServer, name: &str, len: usize) -> Vec<u8> {
+pub fn big_file(s: &TestServer, name: &str, len: usize) -> Vec<u8> {
     let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 253).to_le_bytes()[0]).collect();
     std::fs::write(s.data_dir().join("hls/live").join(name), &bytes).unwrap();
     bytes
 }
 
-fn file(s: &TestServer, name: &str) -> Vec<u8> {
+pub fn file(s: &TestServer, name: &str) -> Vec<u8> {
     std::fs::read(s.data_dir().join("hls/live").join(name)).unwrap()
 }
 
-fn direct_count(s: &TestServer) -> u64 {
+pub fn direct_count(s: &TestServer) -> u64 {
     let m = s.get("/metrics").text();
     m.lines()
         .find_map(|l| l.strip_prefix("hlsmark_files_direct_total "))

@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod common;
+mod fastpath;
 mod files;
 mod hardening;
 mod markers;

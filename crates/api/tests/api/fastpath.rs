@@ -1,0 +1,245 @@
+//! The segment fast path (`fastpath.rs`, `zerocopy.rs`): plain segment requests answered by the
+//! connection's stream without actix-http. Its answers must be the ones actix gives, counted the
+//! same, in request order with everything else on the connection, and it must step aside for
+//! anything it cannot frame.
+
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use crate::common::{TOKEN, TestServer};
+use crate::files::{Conn, big_file, file};
+
+fn metric(s: &TestServer, line_start: &str) -> u64 {
+    let m = s.get("/metrics").text();
+    m.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+fn fast_count(s: &TestServer) -> u64 {
+    metric(s, "hlsmark_files_fast_total ")
+}
+
+/// Headers as a sorted list of (lower-case name, value), without `date`.
+fn headers_of(r: &crate::common::Resp) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .filter(|(k, _)| k != "date")
+        .collect();
+    h.sort();
+    h
+}
+
+#[test]
+fn fast_answers_are_actix_answers_header_for_header() {
+    for cors in [false, true] {
+        let s = TestServer::start_configured(None, true, Some(TOKEN), |c| {
+            if cors {
+                c.cors_origins = vec!["http://player.example".into()];
+            }
+        });
+        big_file(&s, "e0-00000602.m4s", 150_000);
+        let mut c = Conn::open(s.addr);
+        // actix answers the first request of a connection.
+        let first = c.get("/hls/live/e0-00000000.m4s", "");
+        assert_eq!(first.status, 200);
+        assert_eq!(fast_count(&s), 0, "the first request goes through actix");
+        let mut fast_answers = 0;
+        for name in ["e0-init.mp4", "e0-00000001.m4s", "e0-00000602.m4s"] {
+            let want = file(&s, name);
+            for method in ["GET", "HEAD"] {
+                let head_only = method == "HEAD";
+                let ask = |extra: &str| {
+                    format!(
+                        "{method} /hls/live/{name}?v=5e HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\
+                         Accept: */*\r\nConnection: keep-alive\r\nSec-Fetch-Mode: cors\r\n{extra}\r\n"
+                    )
+                };
+                let before = fast_count(&s);
+                c.send(&ask(""));
+                let fast = c.next(head_only);
+                fast_answers += 1;
+                assert_eq!(
+                    fast_count(&s),
+                    before + 1,
+                    "{method} {name}: not answered fast"
+                );
+                // An unknown header sends the same request through actix.
+                c.send(&ask("X-Via: actix\r\n"));
+                let slow = c.next(head_only);
+                assert_eq!(fast_count(&s), before + 1, "{method} {name}: answered fast");
+                assert_eq!(fast.status, 200);
+                assert_eq!(slow.status, 200);
+                assert_eq!(
+                    headers_of(&fast),
+                    headers_of(&slow),
+                    "{method} {name} (cors {cors})"
+                );
+                assert!(fast.header("date").is_some_and(|d| d.ends_with("GMT")));
+                assert_eq!(
+                    fast.header("content-length"),
+                    Some(want.len().to_string().as_str())
+                );
+                let body = if head_only { &[][..] } else { &want[..] };
+                assert!(fast.body == body && slow.body == body, "{method} {name}");
+            }
+        }
+        // Counted like actix's answers: route label, method, status.
+        let m = s.get("/metrics").text();
+        let count = |method: &str| -> u64 {
+            let key = format!(
+                "hlsmark_http_requests_total{{route=\"/hls/{{stream}}/{{file}}\",method=\"{method}\",status=\"200\"}} "
+            );
+            m.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .map_or(0, |v| v.parse().unwrap())
+        };
+        assert_eq!(count("GET") + count("HEAD"), 1 + 2 * fast_answers, "{m}");
+        assert_eq!(count("HEAD"), fast_answers, "{m}");
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_around_the_fast_ones() {
+    let s = TestServer::start();
+    let seg = file(&s, "e0-00000002.m4s");
+    let big = big_file(&s, "e0-00000603.m4s", 120_000);
+    let init = file(&s, "e0-init.mp4");
+    let mut c = Conn::open(s.addr);
+    assert_eq!(c.get("/healthz", "").status, 200);
+    let before = fast_count(&s);
+    let auth = format!("Bearer {TOKEN}");
+    let mut all = String::new();
+    for round in 0..5 {
+        all.push_str("GET /hls/live/e0-00000002.m4s HTTP/1.1\r\nHost: x\r\n\r\n");
+        all.push_str("GET /hls/live/e0-00000603.m4s HTTP/1.1\r\nHost: x\r\n\r\n");
+        let body = format!("{{\"label\": \"p{round}\", \"hls\": {round}.5}}");
+        all.push_str(&format!(
+            "POST /markers HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        all.push_str("HEAD /hls/live/e0-init.mp4 HTTP/1.1\r\nHost: x\r\n\r\n");
+        all.push_str("GET /hls/live/e0-00000099.m4s HTTP/1.1\r\nHost: x\r\n\r\n");
+        all.push_str(
+            "GET /hls/live/e0-00000603.m4s HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\r\n",
+        );
+    }
+    c.send(&all);
+    for round in 0..5 {
+        let r = c.next(false);
+        assert!(r.status == 200 && r.body == seg, "round {round}: {r:?}");
+        let r = c.next(false);
+        assert!(r.status == 200 && r.body == big, "round {round}");
+        let r = c.next(false);
+        assert_eq!(r.status, 201, "round {round}: {}", r.text());
+        assert_eq!(r.json()["label"], format!("p{round}"));
+        let r = c.next(true);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-length"),
+            Some(init.len().to_string().as_str())
+        );
+        let r = c.next(false);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (404, "segment_not_found")
+        );
+        let r = c.next(false);
+        assert_eq!((r.status, r.body.as_slice()), (206, &big[5..10]));
+    }
+    // Then one at a time: every plain segment request is answered fast again.
+    for _ in 0..3 {
+        let r = c.get("/hls/live/e0-00000603.m4s", "");
+        assert!(r.status == 200 && r.body == big);
+    }
+    let fast = fast_count(&s) - before;
+    assert!(fast >= 2 + 3, "{fast} fast answers");
+}
+
+#[test]
+fn request_bodies_expect_continue_and_chunked_input_keep_the_connection_right() {
+    let s = TestServer::start();
+    let seg = file(&s, "e0-00000001.m4s");
+    let auth = format!("Bearer {TOKEN}");
+    let mut c = Conn::open(s.addr);
+    assert_eq!(c.get("/healthz", "").status, 200);
+
+    // Expect: 100-continue: the interim answer, then the body, then the answer.
+    let body = r#"{"label": "cont", "hls": 1.25}"#;
+    c.send(&format!(
+        "POST /markers HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    ));
+    let interim = c.next(true);
+    assert_eq!(interim.status, 100);
+    c.send(body);
+    let r = c.next(false);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let before = fast_count(&s);
+    let r = c.get("/hls/live/e0-00000001.m4s", "");
+    assert!(r.status == 200 && r.body == seg);
+    assert_eq!(
+        fast_count(&s),
+        before + 1,
+        "fast again after a request body"
+    );
+
+    // A chunked body cannot be framed by the stream: actix gets the connection from there on,
+    // and still answers everything right.
+    let chunked = r#"{"label": "chunked", "hls": 1.5}"#;
+    c.send(&format!(
+        "POST /markers HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:X}\r\n{chunked}\r\n0\r\n\r\n",
+        chunked.len()
+    ));
+    let r = c.next(false);
+    assert_eq!(r.status, 201, "{}", r.text());
+    for _ in 0..3 {
+        let r = c.get("/hls/live/e0-00000001.m4s", "");
+        assert!(r.status == 200 && r.body == seg);
+        let r = c.get("/hls/live/e0-00000077.m4s", "");
+        assert_eq!(r.status, 404);
+    }
+    assert_eq!(fast_count(&s), before + 1, "nothing fast once unframed");
+}
+
+#[test]
+fn a_request_written_byte_by_byte_is_answered_fast() {
+    let s = TestServer::start();
+    let seg = file(&s, "e0-00000003.m4s");
+    let mut c = Conn::open(s.addr);
+    assert_eq!(c.get("/healthz", "").status, 200);
+    let before = fast_count(&s);
+    c.s.set_nodelay(true).unwrap();
+    for b in b"GET /hls/live/e0-00000003.m4s HTTP/1.1\r\nHost: x\r\n\r\n" {
+        c.s.write_all(&[*b]).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let r = c.next(false);
+    assert!(r.status == 200 && r.body == seg);
+    assert_eq!(fast_count(&s), before + 1);
+}
+
+#[test]
+fn a_request_head_left_unfinished_is_cut_off() {
+    let s = TestServer::start();
+    let mut c = Conn::open(s.addr);
+    assert_eq!(c.get("/healthz", "").status, 200);
+    c.send("GET /hls/live/e0-00000003.m4s HTTP/1.1\r\nHo");
+    std::thread::sleep(Duration::from_millis(5_500));
+    // The rest arrives after the head timeout: the connection is closed instead of answered.
+    let _ = c.s.write_all(b"st: x\r\n\r\n");
+    let mut rest = Vec::new();
+    let _ = c.s.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "answered: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    // The server is fine.
+    assert_eq!(s.get("/healthz").status, 200);
+}
