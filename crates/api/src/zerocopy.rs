@@ -140,8 +140,9 @@ struct Marked {
     /// Bytes of the input consumed: from the marker line's leading CRLF to the head's end.
     consumed: usize,
     mark: Mark,
-    /// Everything after the marker line up to and including the blank line.
-    rest_of_head: Vec<u8>,
+    /// Where the marker line ends: from there to `consumed` is the rest of the head (up to and
+    /// including the blank line).
+    line_end: usize,
 }
 
 /// With `buf` starting at a marker line (`\r\n<name>: <token>-<mark>`), parses the mark and finds
@@ -174,7 +175,7 @@ fn split_head(buf: &[u8], pattern: &[u8]) -> Option<Marked> {
     Some(Marked {
         consumed: end,
         mark,
-        rest_of_head: buf[line_end..end].to_vec(),
+        line_end,
     })
 }
 
@@ -218,6 +219,10 @@ pub struct ZcStream {
     body_left: u64,
     /// When the unfinished request head at the front of `inbuf` started.
     partial_since: Option<Instant>,
+    /// A request waits in `inbuf` until actix has answered the previous one (actix-http decides
+    /// whether an answer gets its body by the method of the request it decoded last, so it must
+    /// never decode ahead); the task is woken when that answer is written.
+    held: bool,
 }
 
 /// Longest request head the stream frames (actix-http's own limit); a longer one goes to actix,
@@ -243,6 +248,7 @@ impl ZcStream {
             answered: 0,
             body_left: 0,
             partial_since: None,
+            held: false,
         }
     }
 
@@ -346,6 +352,11 @@ impl ZcStream {
             if self.to_actix == 0 && !self.inbuf.is_empty() {
                 // An answer of ours still on its way goes first (and a full socket stops reading).
                 ready!(self.drive(cx))?;
+                // One request at a time for actix (see `held`).
+                if self.handed != self.answered {
+                    self.held = true;
+                    return Poll::Pending;
+                }
                 match fastpath::parse(&self.inbuf) {
                     Parsed::Request {
                         head_len,
@@ -353,9 +364,11 @@ impl ZcStream {
                         fast: candidate,
                     } => {
                         self.partial_since = None;
-                        // Only when actix owes nothing: answers leave in request order.
-                        let idle = self.handed > 0 && self.handed == self.answered;
-                        if let Some(a) = candidate.filter(|_| idle).and_then(|c| fast.answer(&c)) {
+                        // Actix owes nothing (checked above), so answers leave in request order;
+                        // it answers the connection's first request (see `fastpath`).
+                        let started = self.handed > 0;
+                        if let Some(a) = candidate.filter(|_| started).and_then(|c| fast.answer(&c))
+                        {
                             self.inbuf.advance(head_len);
                             let end = a.offset.saturating_add(a.len);
                             self.out = Some(Transfer {
@@ -464,52 +477,92 @@ impl ZcStream {
                 "a marked response head is incomplete",
             )));
         };
-        // What comes before the marker line (the status line, the first headers, in unframed
-        // mode maybe earlier answers) goes out with the rest of the head.
-        let mut head = Vec::with_capacity(at + m.rest_of_head.len() + 40);
-        head.extend_from_slice(&buf[..at]);
-        let transfer = match m.mark {
-            Mark::Job(id) => {
-                let Some(job) = self.conn.take(id) else {
-                    return Poll::Ready(Err(io::Error::other(format!(
-                        "no queued file for response {id}"
-                    ))));
-                };
-                // Writing into a Vec cannot fail.
-                let _ = write!(head, "\r\ncontent-length: {}", job.len);
-                head.extend_from_slice(&m.rest_of_head);
-                self.answered += 1;
-                Transfer {
-                    head,
-                    head_sent: 0,
-                    corked: false,
-                    offset: job.offset,
-                    end: job.offset.saturating_add(job.len),
-                    body: job.body,
-                    body_sent: 0,
-                }
-            }
-            Mark::Body(n) => {
-                head.extend_from_slice(&m.rest_of_head);
-                if n == 0 {
-                    self.answered += 1;
-                } else {
-                    self.body_left = n;
-                }
-                Transfer::head(head)
-            }
-            Mark::Stream => {
-                head.extend_from_slice(&m.rest_of_head);
-                self.unframed = true;
-                Transfer::head(head)
-            }
+        let rest_of_head = &buf[at + m.line_end..at + m.consumed];
+        let after = at + m.consumed;
+        let Mark::Job(id) = m.mark else {
+            return self.write_app_head(cx, buf, at, at + m.line_end, after, m.mark);
         };
-        self.out = Some(transfer);
+        let Some(job) = self.conn.take(id) else {
+            return Poll::Ready(Err(io::Error::other(format!(
+                "no queued file for response {id}"
+            ))));
+        };
+        // What comes before the marker line (the status line, the first headers, in unframed
+        // mode maybe earlier answers) goes out corked with the rest of the head and the file.
+        let mut head = Vec::with_capacity(at + rest_of_head.len() + 40);
+        head.extend_from_slice(&buf[..at]);
+        // Writing into a Vec cannot fail.
+        let _ = write!(head, "\r\ncontent-length: {}", job.len);
+        head.extend_from_slice(rest_of_head);
+        self.answered += 1;
+        self.out = Some(Transfer {
+            head,
+            head_sent: 0,
+            corked: false,
+            offset: job.offset,
+            end: job.offset.saturating_add(job.len),
+            body: job.body,
+            body_sent: 0,
+        });
         // Accepted: sent by `drive` here or on the next read/write/flush/shutdown.
         if let Poll::Ready(Err(e)) = self.drive(cx) {
             return Poll::Ready(Err(e));
         }
-        Poll::Ready(Ok(at + m.consumed))
+        Poll::Ready(Ok(after))
+    }
+
+    /// An answer whose body actix writes: the head without its marker line and (while framed)
+    /// the body bytes at hand leave in one `writev`, as actix would have written them.
+    fn write_app_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        at: usize,
+        line_end: usize,
+        after: usize,
+        mark: Mark,
+    ) -> Poll<io::Result<usize>> {
+        // `buf[at..line_end]` is the marker line, `buf[line_end..after]` the rest of the head.
+        let rest_of_head = &buf[line_end..after];
+        let counted = match mark {
+            Mark::Body(n) if !self.unframed => Some(n),
+            _ => None,
+        };
+        let available = buf.len() - after;
+        let take = counted.map_or(0, |n| {
+            usize::try_from(n).map_or(available, |n| n.min(available))
+        });
+        let prefix = &buf[..at];
+        let slices = [
+            io::IoSlice::new(prefix),
+            io::IoSlice::new(rest_of_head),
+            io::IoSlice::new(&buf[after..after + take]),
+        ];
+        let written = ready!(Pin::new(&mut self.tcp).poll_write_vectored(cx, &slices))?;
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        let head_len = prefix.len() + rest_of_head.len();
+        if written < head_len {
+            let mut rest = Vec::with_capacity(head_len - written);
+            if written < prefix.len() {
+                rest.extend_from_slice(&prefix[written..]);
+                rest.extend_from_slice(rest_of_head);
+            } else {
+                rest.extend_from_slice(&rest_of_head[written - prefix.len()..]);
+            }
+            self.out = Some(Transfer::head(rest));
+        }
+        let body_sent = written.saturating_sub(head_len);
+        match (mark, counted) {
+            (Mark::Stream, _) => self.unframed = true,
+            (_, Some(n)) => match n - body_sent as u64 {
+                0 => self.answered += 1,
+                left => self.body_left = left,
+            },
+            _ => {}
+        }
+        Poll::Ready(Ok(after + body_sent))
     }
 }
 
@@ -553,11 +606,17 @@ impl AsyncWrite for ZcStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.drive(cx))?;
-        if this.unframed || this.fast.is_none() {
+        let written = if this.unframed || this.fast.is_none() {
             this.write_unframed(cx, buf)
         } else {
             this.write_framed(cx, buf)
+        };
+        // The answer that a waiting request waits for is written: read again.
+        if this.held && (this.answered == this.handed || this.unframed) {
+            this.held = false;
+            cx.waker().wake_by_ref();
         }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -617,14 +676,17 @@ mod tests {
         buf.extend_from_slice(b"17\r\ncache-control: x\r\n\r\nHTTP/1.1 200 OK\r\n");
         let m = split_head(&buf, &p).unwrap();
         assert_eq!(m.mark, Mark::Job(17));
-        assert_eq!(m.rest_of_head, b"\r\ncache-control: x\r\n\r\n");
+        assert_eq!(
+            &buf[m.line_end..m.consumed],
+            b"\r\ncache-control: x\r\n\r\n"
+        );
         assert_eq!(&buf[m.consumed..], b"HTTP/1.1 200 OK\r\n");
         // The marker as the last header.
         let mut last = p.clone();
         last.extend_from_slice(b"3\r\n\r\nrest");
         let m = split_head(&last, &p).unwrap();
         assert_eq!(
-            (m.mark, m.rest_of_head.as_slice()),
+            (m.mark, &last[m.line_end..m.consumed]),
             (Mark::Job(3), &b"\r\n\r\n"[..])
         );
         assert_eq!(&last[m.consumed..], b"rest");

@@ -12,13 +12,19 @@ use crate::common::{Resp, TestServer, parse_response, request};
 pub struct Conn {
     pub s: TcpStream,
     buf: Vec<u8>,
+    /// The previous answer's first bytes (for messages).
+    last: Vec<u8>,
 }
 
 impl Conn {
     pub fn open(addr: SocketAddr) -> Self {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Self { s, buf: Vec::new() }
+        Self {
+            s,
+            buf: Vec::new(),
+            last: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, raw: &str) {
@@ -40,6 +46,13 @@ impl Conn {
             }
             self.fill();
         };
+        if !self.buf.starts_with(b"HTTP/1.1 ") {
+            panic!(
+                "an answer without a status line (framing lost); previous answer {:?}, now {:?}",
+                String::from_utf8_lossy(&self.last),
+                String::from_utf8_lossy(&self.buf[..end.min(600)])
+            );
+        }
         let head = parse_response(&self.buf[..end]);
         let len: usize = match head.header("content-length") {
             _ if head_only || head.status == 304 => 0,
@@ -50,6 +63,7 @@ impl Conn {
             self.fill();
         }
         let body = self.buf[end..end + len].to_vec();
+        self.last = self.buf[..(end + len).min(800)].to_vec();
         self.buf.drain(..end + len);
         Resp { body, ..head }
     }
