@@ -411,12 +411,15 @@ impl ZcStream {
             if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 2 {
                 self.inbuf.reserve(READ_CHUNK);
             }
-            ready!(self.tcp.poll_read_ready(cx))?;
-            match self.tcp.try_read_buf(&mut self.inbuf) {
-                Ok(0) => self.eof = true,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+            // tokio takes a short read as "drained" and waits for the next readiness event
+            // instead of asking the socket again (one `recvfrom` per request instead of two).
+            if ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.tcp),
+                cx,
+                &mut self.inbuf
+            ))? == 0
+            {
+                self.eof = true;
             }
         }
     }
