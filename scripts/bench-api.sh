@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # API benchmark on loopback, bounded in time (about 2-3 minutes plus the release build):
-#   1. segment GET req/s: hlsmark serve vs nginx serving the same files
+#   1. segment GET req/s: hlsmark serve vs nginx serving the same files, and each server's CPU
+#      time per request (wrk shares the 2 cores and caps req/s; CPU per request it does not)
 #   2. playlist GET req/s: hlsmark's live playlist vs nginx serving a static copy of it
 #   3. /markers returning 10 of 1,000,000 markers: req/s and p99 at 32 connections
 #   4. RSS of hlsmark serve with 1,000 open connections
@@ -118,6 +119,8 @@ EOF
 "${NICE[@]}" "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
 PIDS+=($!)
 wait_port "$NPORT"
+# The master and its workers.
+NGINX_PIDS="$! $(pgrep -P "$!" | tr '\n' ' ')"
 
 cat >"$TMP/segments.lua" <<'EOF'
 local i = 0
@@ -136,18 +139,34 @@ request = function()
 end
 EOF
 
-# wrk <name> <url> [script] -> prints "req/s p50 p99"
+# CPU time (user + system, clock ticks) used so far by the processes in $CPU_PIDS.
+HZ=$(getconf CLK_TCK)
+ticks() {
+  local t=0 p
+  for p in $CPU_PIDS; do
+    [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+
+# run_wrk <url> [script] -> prints "req/s p50 p99 non2xx cpu_us": cpu_us is the server's CPU time
+# per request (the processes in $CPU_PIDS), which the wrk client on the same 2 cores does not
+# limit the way it limits req/s.
 run_wrk() {
   local url=$1 script=${2:-}
   local args=(-t2 -c"$CONNS" -d"${SECS}s" --latency)
   [[ -n $script ]] && args+=(-s "$script")
+  local t0 t1
+  t0=$(ticks)
   "${NICE[@]}" wrk "${args[@]}" "$url" >"$TMP/wrk.out"
-  local rps p50 p99 errs
+  t1=$(ticks)
+  local rps p50 p99 errs n
   rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.out")
   p50=$(awk '$1=="50%" {print $2}' "$TMP/wrk.out")
   p99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.out")
   errs=$(awk '/Non-2xx/ {print $5}' "$TMP/wrk.out")
-  echo "$rps $p50 $p99 ${errs:-0}"
+  n=$(awk '/requests in/ {print $1}' "$TMP/wrk.out")
+  echo "$rps $p50 $p99 ${errs:-0} $(python3 -c "print(f'{($t1 - $t0) / $HZ * 1e6 / max($n, 1):.2f}')")"
 }
 
 echo "== sanity"
@@ -188,26 +207,30 @@ read -r RSS_KB OPEN <<<"$RSS_1000"
 # median req/s, as "rps p50 p99 non2xx"
 median() { sort -g -k1 | awk '{r[NR]=$0} END {print r[int((NR+1)/2)]}'; }
 # median over rounds of (hlsmark req/s / nginx req/s), each pair run back to back
-paired() { paste -d' ' "$1" "$2" | awk '{print $1/$5}' | sort -g | awk '{r[NR]=$1} END {printf "%.2f (rounds: %.2f-%.2f)", r[int((NR+1)/2)], r[1], r[NR]}'; }
+paired() { paste -d' ' "$1" "$2" | awk '{print $1/$6}' | sort -g | awk '{r[NR]=$1} END {printf "%.2f (rounds: %.2f-%.2f)", r[int((NR+1)/2)], r[1], r[NR]}'; }
 : >"$TMP/h_seg"; : >"$TMP/n_seg"; : >"$TMP/h_pl"; : >"$TMP/n_pl"; : >"$TMP/h_mk"
 for r in $(seq "$ROUNDS"); do
   echo "== round $r/$ROUNDS: segment GET (avg $SEG_BYTES bytes), playlist GET, /markers (10 of $MARKERS); $CONNS connections, ${SECS}s each"
-  run_wrk "http://127.0.0.1:$PORT" "$TMP/segments.lua" >>"$TMP/h_seg"
-  run_wrk "http://127.0.0.1:$NPORT" "$TMP/segments.lua" >>"$TMP/n_seg"
-  run_wrk "http://127.0.0.1:$PORT/hls/live/index.m3u8" >>"$TMP/h_pl"
-  run_wrk "http://127.0.0.1:$NPORT/hls/live/static.m3u8" >>"$TMP/n_pl"
-  run_wrk "http://127.0.0.1:$PORT" "$TMP/markers.lua" >>"$TMP/h_mk"
+  CPU_PIDS=$HPID run_wrk "http://127.0.0.1:$PORT" "$TMP/segments.lua" >>"$TMP/h_seg"
+  CPU_PIDS=$NGINX_PIDS run_wrk "http://127.0.0.1:$NPORT" "$TMP/segments.lua" >>"$TMP/n_seg"
+  CPU_PIDS=$HPID run_wrk "http://127.0.0.1:$PORT/hls/live/index.m3u8" >>"$TMP/h_pl"
+  CPU_PIDS=$NGINX_PIDS run_wrk "http://127.0.0.1:$NPORT/hls/live/static.m3u8" >>"$TMP/n_pl"
+  CPU_PIDS=$HPID run_wrk "http://127.0.0.1:$PORT" "$TMP/markers.lua" >>"$TMP/h_mk"
 done
 cat "$TMP"/h_seg "$TMP"/n_seg "$TMP"/h_pl "$TMP"/n_pl "$TMP"/h_mk | sed 's/^/  wrk: /'
-read -r H_SEG H_SEG50 H_SEG99 H_SEGE < <(median <"$TMP/h_seg")
-read -r N_SEG N_SEG50 N_SEG99 N_SEGE < <(median <"$TMP/n_seg")
-read -r H_PL H_PL50 H_PL99 H_PLE < <(median <"$TMP/h_pl")
-read -r N_PL N_PL50 N_PL99 N_PLE < <(median <"$TMP/n_pl")
-read -r H_MK H_MK50 H_MK99 H_MKE < <(median <"$TMP/h_mk")
+read -r H_SEG H_SEG50 H_SEG99 H_SEGE _ < <(median <"$TMP/h_seg")
+read -r N_SEG N_SEG50 N_SEG99 N_SEGE _ < <(median <"$TMP/n_seg")
+read -r H_PL H_PL50 H_PL99 H_PLE _ < <(median <"$TMP/h_pl")
+read -r N_PL N_PL50 N_PL99 N_PLE _ < <(median <"$TMP/n_pl")
+read -r H_MK H_MK50 H_MK99 H_MKE _ < <(median <"$TMP/h_mk")
 RSS_END=$(rss)
 METRICS=$(curl -sf "http://127.0.0.1:$PORT/metrics")
 SERVED=$(awk '/^hlsmark_files_served_total / {print $2}' <<<"$METRICS")
 ZEROCOPY=$(awk '/^hlsmark_files_direct_total / {print $2}' <<<"$METRICS")
+FAST=$(awk '/^hlsmark_fast_answers_total / {print $2}' <<<"$METRICS")
+PL_FAST=$(awk -F'[ ]' '/^hlsmark_http_requests_total\{route="\/hls\/\{stream\}\/index.m3u8"/ {n+=$2} END {print n+0}' <<<"$METRICS")
+# median CPU microseconds per request of a results file
+cpu() { awk '{print $5}' "$1" | sort -g | awk '{r[NR]=$1} END {print r[int((NR+1)/2)]}'; }
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
@@ -219,10 +242,13 @@ metric                              hlsmark        nginx          ratio  target
 segment GET req/s ($SIZE, ${SEG_BYTES} B) $H_SEG    $N_SEG    $(ratio "$H_SEG" "$N_SEG")   >= 1.0
 segment GET, paired rounds          ratio $(paired "$TMP/h_seg" "$TMP/n_seg")
 segment GET p99                     $H_SEG99         $N_SEG99
+segment GET server CPU us/request   $(cpu "$TMP/h_seg")           $(cpu "$TMP/n_seg")           $(ratio "$(cpu "$TMP/n_seg")" "$(cpu "$TMP/h_seg")")   (nginx / hlsmark: requests per CPU second)
 segment answers sent directly      $ZEROCOPY of $SERVED (sendfile or writev, not via actix's buffer)
+fast-path answers (all kinds)       $FAST (not parsed by actix-http), of $SERVED segment and $PL_FAST playlist answers
 playlist GET req/s                  $H_PL    $N_PL    $(ratio "$H_PL" "$N_PL")   >= 1.0
 playlist GET, paired rounds         ratio $(paired "$TMP/h_pl" "$TMP/n_pl")
 playlist GET p99                    $H_PL99         $N_PL99
+playlist GET server CPU us/request  $(cpu "$TMP/h_pl")           $(cpu "$TMP/n_pl")           $(ratio "$(cpu "$TMP/n_pl")" "$(cpu "$TMP/h_pl")")
 /markers 10 of $MARKERS req/s     $H_MK
 /markers p50 / p99                  $H_MK50 / $H_MK99                       p99 <= 5 ms
 non-2xx answers (seg/pl/markers)    $H_SEGE/$H_PLE/$H_MKE

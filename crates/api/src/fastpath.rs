@@ -1,8 +1,10 @@
-//! The segment fast path: plain `GET`/`HEAD` requests for a segment or init file, answered by the
-//! connection's [`ZcStream`](crate::zerocopy::ZcStream) without actix-http parsing them.
+//! The fast path: plain `GET`/`HEAD` requests for a segment or init file or a live playlist,
+//! answered by the connection's [`ZcStream`](crate::zerocopy::ZcStream) without actix-http
+//! parsing them.
 //!
-//! A viewer asks for one segment per segment duration, and a segment request is all file
-//! and no logic: strict name, `stat`, fixed headers, bytes. Through actix-http and actix-web such
+//! A viewer asks for one segment and one playlist per segment duration, and these requests are
+//! all bytes and no logic: strict name, `stat` (or the playlist rendered once per index change),
+//! fixed headers, bytes. Through actix-http and actix-web such
 //! a request costs about 3.4 µs of CPU before the first byte moves (parsing into a `HeaderMap`,
 //! the request and response objects, the middleware chain), twice what nginx spends on the whole
 //! request. So the stream reads the socket itself, frames every request with `httparse`, and
@@ -16,8 +18,10 @@
 //! - every header is one the file answer ignores ([`HARMLESS`], `sec-*`, `Connection:
 //!   keep-alive`): a `Range`, `If-*`, `Origin`, `Expect` or unknown header goes to actix;
 //! - the path is `/hls/{stream}/{file}` with a valid stream name and a segment or init file name,
-//!   with no percent-escapes (a query is ignored, as on the slow path);
-//! - the file exists (a 404 is actix's JSON);
+//!   or `/hls/{stream}/index.m3u8`, with no percent-escapes (a query is ignored, as on the slow
+//!   path);
+//! - the file exists (a 404 is actix's JSON), or the playlist is rendered for the store version
+//!   read less than `revalidate` ago (else actix asks the store);
 //! - and the connection is idle: actix has answered the first request of the connection and every
 //!   request handed to it since, to the last byte (so answers leave in request order, and
 //!   actix-http's first-request timeout is disarmed).
@@ -30,6 +34,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use actix_web::http::Method;
 use actix_web::http::header::HttpDate;
 use actix_web::web;
+use bytes::Bytes;
+use hlsmark_store::StreamName;
 
 use crate::files::{self, OpenFile};
 use crate::state::AppState;
@@ -56,14 +62,16 @@ const HARMLESS: &[&str] = &[
     "x-requested-with",
 ];
 
-/// The route label of the answers (as the slow path counts them).
-const ROUTE: &str = "/hls/{stream}/{file}";
+/// The route labels of the answers (as the slow path counts them).
+const MEDIA_ROUTE: &str = "/hls/{stream}/{file}";
+const PLAYLIST_ROUTE: &str = "/hls/{stream}/index.m3u8";
 
-/// `/hls/{stream}/{file}` of a request that may be answered fast.
+/// A request that may be answered fast.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Candidate<'a> {
     pub head_only: bool,
     pub stream: &'a str,
+    /// A segment or init file name, or `index.m3u8`.
     pub file: &'a str,
 }
 
@@ -143,16 +151,18 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
     }
 }
 
-/// `(stream, file)` of `/hls/{stream}/{file}[?query]` when `file` is a segment or init name and
-/// nothing needs decoding.
+/// `(stream, file)` of `/hls/{stream}/{file}[?query]` when `file` is a segment or init name or
+/// the live playlist, and nothing needs decoding (a query is ignored by both routes).
 fn media_path(target: &str) -> Option<(&str, &str)> {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let (stream, file) = path.strip_prefix("/hls/")?.split_once('/')?;
     if stream.is_empty() || file.contains('/') || path.contains('%') {
         return None;
     }
-    files::classify(file).map(|_| (stream, file))
+    (file == LIVE_PLAYLIST || files::classify(file).is_some()).then_some((stream, file))
 }
+
+const LIVE_PLAYLIST: &str = "index.m3u8";
 
 /// What a connection's stream needs to answer fast requests (one per server, shared).
 #[derive(Debug)]
@@ -176,13 +186,74 @@ impl FastPath {
         Self { state, vary: cors }
     }
 
-    /// The answer to `c`, or `None` when actix should answer (bad stream name, no such file).
+    /// The answer to `c`, or `None` when actix should answer (bad stream name, no such file, a
+    /// playlist that needs a store call).
     pub fn answer(&self, c: &Candidate<'_>) -> Option<FastAnswer> {
         let start = Instant::now();
+        let stream = self.state.stream(Some(c.stream)).ok()?;
+        if c.file == LIVE_PLAYLIST {
+            let body = self.state.live_playlist_if_fresh(&stream)?;
+            return Some(self.playlist(c, body, start));
+        }
+        self.media(c, &stream, start)
+    }
+
+    /// The live playlist from the cache (as `routes::hls::live_playlist` answers it).
+    fn playlist(&self, c: &Candidate<'_>, body: Bytes, start: Instant) -> FastAnswer {
+        let len = body.len() as u64;
+        let mut head = self.head_start(len);
+        head.extend_from_slice(b"\r\ncontent-type: ");
+        head.extend_from_slice(crate::routes::hls::PLAYLIST_TYPE.as_bytes());
+        head.extend_from_slice(b"\r\ncache-control: ");
+        head.extend_from_slice(crate::routes::hls::PLAYLIST_CACHE.as_bytes());
+        self.head_end(&mut head);
+        self.count(PLAYLIST_ROUTE, c.head_only, start);
+        FastAnswer {
+            head,
+            body: if c.head_only {
+                Body::None
+            } else {
+                Body::Bytes(body)
+            },
+            offset: 0,
+            len,
+        }
+    }
+
+    /// `HTTP/1.1 200 OK` and the Content-Length.
+    fn head_start(&self, len: u64) -> Vec<u8> {
+        let mut head = Vec::with_capacity(320);
+        head.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: ");
+        // Writing into a Vec cannot fail.
+        let _ = write!(head, "{len}");
+        head
+    }
+
+    /// What the middleware adds (CORS's `Vary`), `Date` and the blank line.
+    fn head_end(&self, head: &mut Vec<u8>) {
+        if self.vary {
+            head.extend_from_slice(
+                b"\r\nvary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            );
+        }
+        head.extend_from_slice(b"\r\ndate: ");
+        DATE.with(|d| head.extend_from_slice(d.borrow_mut().now()));
+        head.extend_from_slice(b"\r\n\r\n");
+    }
+
+    /// Counts the answer in the request metrics, under the route the slow path would use.
+    fn count(&self, route: &str, head_only: bool, start: Instant) {
+        let method = if head_only { Method::HEAD } else { Method::GET };
+        let m = &self.state.metrics;
+        m.fast_answers.fetch_add(1, Ordering::Relaxed);
+        m.observe(route, &method, 200, start.elapsed());
+    }
+
+    /// A segment or init file (as `routes::hls::media_file` answers it).
+    fn media(&self, c: &Candidate<'_>, stream: &StreamName, start: Instant) -> Option<FastAnswer> {
         let state = &self.state;
-        let stream = state.stream(Some(c.stream)).ok()?;
         let kind = files::classify(c.file)?;
-        let path = files::media_path(&state.cfg.data_dir, &stream, c.file);
+        let path = files::media_path(&state.cfg.data_dir, stream, c.file);
         let OpenFile {
             file,
             bytes,
@@ -190,10 +261,7 @@ impl FastPath {
             validators,
             ..
         } = state.open_files.open(&path).ok()?;
-        let mut head = Vec::with_capacity(320);
-        head.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: ");
-        // Writing into a Vec cannot fail.
-        let _ = write!(head, "{len}");
+        let mut head = self.head_start(len);
         head.extend_from_slice(b"\r\ncache-control: ");
         head.extend_from_slice(files::IMMUTABLE.as_bytes());
         head.extend_from_slice(b"\r\naccept-ranges: bytes\r\ncontent-type: ");
@@ -204,14 +272,7 @@ impl FastPath {
             head.extend_from_slice(b": ");
             head.extend_from_slice(value.as_bytes());
         }
-        if self.vary {
-            head.extend_from_slice(
-                b"\r\nvary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-            );
-        }
-        head.extend_from_slice(b"\r\ndate: ");
-        DATE.with(|d| head.extend_from_slice(d.borrow_mut().now()));
-        head.extend_from_slice(b"\r\n\r\n");
+        self.head_end(&mut head);
         let body = match (c.head_only, bytes) {
             (true, _) => Body::None,
             (false, Some(b)) => Body::Bytes(b),
@@ -219,17 +280,11 @@ impl FastPath {
         };
         let m = &state.metrics;
         m.files_served.fetch_add(1, Ordering::Relaxed);
-        m.files_fast.fetch_add(1, Ordering::Relaxed);
         if !c.head_only {
             m.file_bytes_served.fetch_add(len, Ordering::Relaxed);
             m.files_direct.fetch_add(1, Ordering::Relaxed);
         }
-        let method = if c.head_only {
-            Method::HEAD
-        } else {
-            Method::GET
-        };
-        m.observe(ROUTE, &method, 200, start.elapsed());
+        self.count(MEDIA_ROUTE, c.head_only, start);
         Some(FastAnswer {
             head,
             body,
@@ -297,7 +352,6 @@ mod tests {
     #[test]
     fn anything_else_goes_to_actix() {
         for req in [
-            "GET /hls/live/index.m3u8 HTTP/1.1\r\n\r\n",
             "GET /hls/live/vod.m3u8?from=1 HTTP/1.1\r\n\r\n",
             "GET /markers HTTP/1.1\r\n\r\n",
             "GET /hls/live/e0-00000001.m4s HTTP/1.0\r\n\r\n",

@@ -43,7 +43,7 @@ pub struct Metrics {
     pub files_served: AtomicU64,
     pub file_bytes_served: AtomicU64,
     pub files_direct: AtomicU64,
-    pub files_fast: AtomicU64,
+    pub fast_answers: AtomicU64,
     pub playlist_renders: AtomicU64,
 }
 
@@ -58,7 +58,7 @@ impl Default for Metrics {
             files_served: AtomicU64::new(0),
             file_bytes_served: AtomicU64::new(0),
             files_direct: AtomicU64::new(0),
-            files_fast: AtomicU64::new(0),
+            fast_answers: AtomicU64::new(0),
             playlist_renders: AtomicU64::new(0),
         }
     }
@@ -218,9 +218,9 @@ impl Metrics {
                 load(&self.files_direct),
             ),
             (
-                "hlsmark_files_fast_total",
-                "Segment and init answers (GET and HEAD) made by the connection's fast path, without actix-http parsing the request.",
-                load(&self.files_fast),
+                "hlsmark_fast_answers_total",
+                "Answers (segment and init files, live playlists; GET and HEAD) made by the connection's fast path, without actix-http parsing the request.",
+                load(&self.fast_answers),
             ),
             (
                 "hlsmark_playlist_renders_total",

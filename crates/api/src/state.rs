@@ -203,6 +203,27 @@ impl AppState {
         Ok(view)
     }
 
+    /// The live playlist exactly as [`Self::live_playlist`] would answer it now, when that needs
+    /// no store call: the stream's version was read less than `revalidate` ago and the playlist
+    /// of that version is rendered. `None` otherwise (the connection fast path then lets actix
+    /// answer).
+    pub fn live_playlist_if_fresh(&self, stream: &StreamName) -> Option<Bytes> {
+        let ttl = self.cfg.revalidate;
+        if ttl.is_zero() {
+            return None;
+        }
+        let version = {
+            let seen = self.versions_seen.read().ok()?;
+            let (at, v) = seen.get(stream)?;
+            (at.elapsed() < ttl).then_some(*v)?
+        };
+        let view = self.cached(stream)?;
+        if view.version != version || view.timeline.is_empty() {
+            return None;
+        }
+        view.live.get().cloned()
+    }
+
     /// The live playlist of the stream, rendered at most once per store version.
     pub async fn live_playlist(&self, stream: &StreamName) -> Result<Bytes, ApiError> {
         let view = self.view(stream).await?;

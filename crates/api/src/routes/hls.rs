@@ -19,9 +19,9 @@ use crate::routes::params::TimeParam;
 use crate::state::{AppState, MAX_ABS_TICKS};
 use crate::zerocopy::{self, Body, Job, ZcConn};
 
-const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Playlists change every segment: clients must revalidate (well under half a segment).
-const PLAYLIST_CACHE: &str = "no-cache";
+pub const PLAYLIST_CACHE: &str = "no-cache";
 /// Most segments one VOD playlist lists (12 h of 1 s segments).
 const MAX_VOD_SEGMENTS: usize = 43_200;
 

@@ -17,7 +17,7 @@ fn metric(s: &TestServer, line_start: &str) -> u64 {
 }
 
 fn fast_count(s: &TestServer) -> u64 {
-    metric(s, "hlsmark_files_fast_total ")
+    metric(s, "hlsmark_fast_answers_total ")
 }
 
 /// Headers as a sorted list of (lower-case name, value), without `date`.
@@ -36,6 +36,8 @@ fn headers_of(r: &crate::common::Resp) -> Vec<(String, String)> {
 fn fast_answers_are_actix_answers_header_for_header() {
     for cors in [false, true] {
         let s = TestServer::start_configured(None, true, Some(TOKEN), |c| {
+            // The playlist is answered fast while the version read is this fresh.
+            c.revalidate = Duration::from_secs(1);
             if cors {
                 c.cors_origins = vec!["http://player.example".into()];
             }
@@ -47,8 +49,20 @@ fn fast_answers_are_actix_answers_header_for_header() {
         assert_eq!(first.status, 200);
         assert_eq!(fast_count(&s), 0, "the first request goes through actix");
         let mut fast_answers = 0;
-        for name in ["e0-init.mp4", "e0-00000001.m4s", "e0-00000602.m4s"] {
-            let want = file(&s, name);
+        for name in [
+            "e0-init.mp4",
+            "e0-00000001.m4s",
+            "e0-00000602.m4s",
+            "index.m3u8",
+        ] {
+            let want = if name == "index.m3u8" {
+                // Renders it and reads the store version: fresh for a second.
+                let r = c.get("/hls/live/index.m3u8", "");
+                assert_eq!(r.status, 200);
+                r.body
+            } else {
+                file(&s, name)
+            };
             for method in ["GET", "HEAD"] {
                 let head_only = method == "HEAD";
                 let ask = |extra: &str| {
@@ -88,16 +102,21 @@ fn fast_answers_are_actix_answers_header_for_header() {
         }
         // Counted like actix's answers: route label, method, status.
         let m = s.get("/metrics").text();
-        let count = |method: &str| -> u64 {
+        let count = |route: &str, method: &str| -> u64 {
             let key = format!(
-                "hlsmark_http_requests_total{{route=\"/hls/{{stream}}/{{file}}\",method=\"{method}\",status=\"200\"}} "
+                "hlsmark_http_requests_total{{route=\"/hls/{{stream}}/{route}\",method=\"{method}\",status=\"200\"}} "
             );
             m.lines()
                 .find_map(|l| l.strip_prefix(key.as_str()))
                 .map_or(0, |v| v.parse().unwrap())
         };
-        assert_eq!(count("GET") + count("HEAD"), 1 + 2 * fast_answers, "{m}");
-        assert_eq!(count("HEAD"), fast_answers, "{m}");
+        // Files: the first request, then per file a fast and a slow GET and HEAD each.
+        assert_eq!(count("{file}", "GET"), 1 + 3 * 2, "{m}");
+        assert_eq!(count("{file}", "HEAD"), 3 * 2, "{m}");
+        // The playlist: one GET to render it, then as the files.
+        assert_eq!(count("index.m3u8", "GET"), 1 + 2, "{m}");
+        assert_eq!(count("index.m3u8", "HEAD"), 2, "{m}");
+        assert_eq!(fast_answers, 8);
     }
 }
 
