@@ -37,7 +37,8 @@ pub struct ApiConfig {
     pub sse_keepalive: Duration,
     /// How long one read of a stream's store version is reused before the store is asked again:
     /// the cached playlist and timeline are at most this stale (writes through this server
-    /// invalidate at once). Zero asks the store on every request.
+    /// invalidate at once). Zero asks the store on every request. Segment paths are `stat`ed
+    /// again after the same time (a deleted segment answers 404 at most this late).
     pub revalidate: Duration,
 }
 

@@ -72,10 +72,10 @@ impl AppState {
     ) -> Self {
         Self {
             store,
+            open_files: OpenFiles::new(OPEN_FILES, cfg.revalidate),
             cfg,
             metrics: Arc::new(Metrics::default()),
             shutdown,
-            open_files: OpenFiles::new(OPEN_FILES),
             views: RwLock::new(HashMap::new()),
             version_checks: Mutex::new(HashMap::new()),
             versions_seen: RwLock::new(HashMap::new()),

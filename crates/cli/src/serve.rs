@@ -46,7 +46,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HLSMARK_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
     /// How long a read of the store's version is reused before asking again: the most a served
-    /// playlist can lag the index (`0s` = ask on every request; at most `1s`).
+    /// playlist can lag the index (`0s` = ask on every request; at most `1s`). A segment file's
+    /// `stat` is reused as long (a deleted segment answers 404 at most this late).
     #[arg(long, env = "HLSMARK_REVALIDATE", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub revalidate: Duration,
 }

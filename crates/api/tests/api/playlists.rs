@@ -191,8 +191,10 @@ fn segments_and_init_are_served_immutable_and_aged_out_ones_are_404() {
     assert_eq!(init.header("content-type"), Some("video/mp4"));
     assert_eq!(&init.body[4..8], b"ftyp");
 
-    // Retention deletes the file: 404 at once, even though it was cached.
+    // Retention deletes the file: 404 once the last look at its path is older than --revalidate
+    // (20 ms), even though it is held open.
     std::fs::remove_file(s.data_dir().join("hls/live/e0-00000003.m4s")).unwrap();
+    std::thread::sleep(hlsmark_api::ApiConfig::new("x".into()).revalidate * 2);
     let gone = s.get("/hls/live/e0-00000003.m4s");
     assert_eq!(gone.status, 404);
     assert_eq!(gone.error_code(), "segment_not_found");
