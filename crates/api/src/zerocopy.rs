@@ -1,5 +1,4 @@
-//! Zero-copy file bodies under actix-http: segment bytes go from the page cache to the socket with
-//! `sendfile(2)`, never through user space.
+//! The socket under actix-http: zero-copy file bodies, request framing and the fast path.
 //!
 //! actix-http copies every body chunk into its connection write buffer before writing it, which
 //! for 350 KB segments costs more than the rest of the request together. So the server hands
@@ -9,13 +8,30 @@
 //! 1. The segment handler opens the file, queues a [`Job`] (file, byte range) on the connection's
 //!    [`ZcConn`] and answers with headers only: no body (`BodySize::None`), and one marker header
 //!    `x-hlsmark-sendfile: <process token>-<job id>`.
-//! 2. actix-http encodes that head into its write buffer and writes it to the `ZcStream`. While a
-//!    job is queued, the stream looks for the marker line in what it is given, replaces it with
-//!    `content-length: <n>`, and after the head's blank line sends the job's bytes with
-//!    `sendfile` (head and body corked together with `TCP_CORK`), before anything that follows.
+//! 2. actix-http encodes that head into its write buffer and writes it to the `ZcStream`. The
+//!    stream finds the marker line, replaces it with `content-length: <n>`, and after the head's
+//!    blank line sends the job's bytes with `sendfile` (head and body corked together with
+//!    `TCP_CORK`), before anything that follows.
 //!
 //! Files of at most 64 KiB are kept in memory (`files::SMALL_FILE`) and leave with their head in
 //! one `writev` instead: for them the cork, `sendfile` and uncork calls cost more than the copy.
+//!
+//! **Framing.** The stream also reads the socket itself. It frames each request with `httparse`
+//! (head, then a Content-Length body) and hands actix one request at a time: actix-http decides
+//! whether an answer carries its body by the method of the request it decoded *last*, so a
+//! pipelined `HEAD` behind a `GET` would otherwise strip the `GET` answer's body. Every other answer
+//! of the app is marked too (`mark_framing`, in the outermost middleware): `<token>-b<n>` when
+//! actix writes `n` body bytes after the head, `<token>-s` for a streamed body. The stream removes
+//! the marker line, sends head and body bytes in one `writev`, and counts the body, so it knows
+//! when actix has answered everything it was given. Then, and only then, a plain segment, init or
+//! live-playlist request is answered by the stream itself ([`crate::fastpath`]); everything else
+//! goes to actix byte for byte.
+//!
+//! Whatever the stream cannot frame (bytes `httparse` refuses, a chunked request body, an upgrade,
+//! a streamed answer, an answer the app did not mark such as actix-http's own 400/408) ends the
+//! framing for that connection: from then on every byte passes through to actix, and only marked
+//! heads are still rewritten. A request head that stays unfinished for 5 s after the first request
+//! (actix-http times only the first) closes the connection.
 //!
 //! Head and body therefore leave in order even when requests are pipelined. The token is 128
 //! random bits drawn once per process and is never sent (the marker line is always replaced), so
