@@ -424,6 +424,9 @@ impl ZcStream {
                 self.unframed = true;
                 continue;
             }
+            // Our answers leave before more is read (and a full socket stops reading): actix
+            // flushes after reading too, but the stream does not count on it.
+            ready!(self.drive(cx))?;
             if self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 2 {
                 self.inbuf.reserve(READ_CHUNK);
             }
