@@ -252,8 +252,6 @@ impl Api {
                                 res.status().as_u16(),
                                 start.elapsed(),
                             );
-                        }
-                        if let Ok(res) = &mut res {
                             zerocopy::mark_framing(res);
                         }
                         res
