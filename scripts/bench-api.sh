@@ -11,6 +11,7 @@
 #   BENCH_SECS=10 BENCH_MARKERS=1000000      run length per wrk run, markers loaded
 #   BENCH_SIZE=1280x720 BENCH_ROUNDS=3       video size of the segments, alternating rounds
 #   BENCH_SOURCE=generator                   segments from `hlsmark generate` (~16 KB) instead
+#   BENCH_PIN=1                              servers on CPU 0, wrk on CPU 1 (steadier)
 #
 # Needs wrk, nginx, ffmpeg (and redis-server for BENCH_STORE=redis). Everything runs in a temp dir
 # on free ports and is stopped at exit.
@@ -28,6 +29,18 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 NICE=()
 if [[ $(id -u) -eq 0 && ${BENCH_NICE:--10} != 0 ]]; then NICE=(nice -n "${BENCH_NICE:--10}"); fi
 ROUNDS=${BENCH_ROUNDS:-3}
+# BENCH_PIN=1: the servers on CPU 0 and wrk (one thread) on CPU 1, so the load generator, which
+# costs about as much per request as a server, does not take the servers' CPU. Much steadier
+# rounds than the default (both on both cores).
+PIN_SRV=()
+PIN_WRK=()
+WRK_THREADS=2
+if [[ ${BENCH_PIN:-0} == 1 ]]; then
+  command -v taskset >/dev/null || { echo "BENCH_PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+  PIN_SRV=(taskset -c 0)
+  PIN_WRK=(taskset -c 1)
+  WRK_THREADS=1
+fi
 
 echo "== building (release)"
 cargo build --release --quiet -p hlsmark --bin hlsmark -p hlsmark-api --example bench_fixture
@@ -82,7 +95,7 @@ echo "== loading the fixture: $MARKERS markers into $STORE"
 "$FIXTURE" "$STORE" "$TMP/data" "$MARKERS"
 
 PORT=$(free_port)
-HLSMARK_STORE_PREFIX=bench RUST_LOG=warn "${NICE[@]}" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" \
+HLSMARK_STORE_PREFIX=bench RUST_LOG=warn "${PIN_SRV[@]}" "${NICE[@]}" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$TMP/data" \
   --store "$STORE" --workers 2 --frontend-dir "$TMP/none" >/dev/null &
 HPID=$!
 PIDS+=("$HPID")
@@ -116,7 +129,7 @@ http {
   }
 }
 EOF
-"${NICE[@]}" "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
+"${PIN_SRV[@]}" "${NICE[@]}" "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
 PIDS+=($!)
 wait_port "$NPORT"
 # The master and its workers.
@@ -154,11 +167,11 @@ ticks() {
 # limit the way it limits req/s.
 run_wrk() {
   local url=$1 script=${2:-}
-  local args=(-t2 -c"$CONNS" -d"${SECS}s" --latency)
+  local args=(-t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" --latency)
   [[ -n $script ]] && args+=(-s "$script")
   local t0 t1
   t0=$(ticks)
-  "${NICE[@]}" wrk "${args[@]}" "$url" >"$TMP/wrk.out"
+  "${PIN_WRK[@]}" "${NICE[@]}" wrk "${args[@]}" "$url" >"$TMP/wrk.out"
   t1=$(ticks)
   local rps p50 p99 errs n
   rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.out")
@@ -237,7 +250,7 @@ ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
 cat <<EOF
 
 hlsmark API benchmark ($(date -u +%FT%TZ), $(nproc) cores, load average $LOAD, ${NICE[*]:-no nice})
-wrk -t2 -c$CONNS -d${SECS}s, median of $ROUNDS alternating rounds; store: ${BENCH_STORE:-embedded}
+wrk -t$WRK_THREADS -c$CONNS -d${SECS}s, median of $ROUNDS alternating rounds; store: ${BENCH_STORE:-embedded}; $([[ ${BENCH_PIN:-0} == 1 ]] && echo "servers pinned to CPU 0, wrk to CPU 1" || echo "servers and wrk share all cores")
 metric                              hlsmark        nginx          ratio  target
 segment GET req/s ($SIZE, ${SEG_BYTES} B) $H_SEG    $N_SEG    $(ratio "$H_SEG" "$N_SEG")   >= 1.0
 segment GET, paired rounds          ratio $(paired "$TMP/h_seg" "$TMP/n_seg")

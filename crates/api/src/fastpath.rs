@@ -255,7 +255,6 @@ impl FastPath {
         let path = files::media_path(&state.cfg.data_dir, stream, c.file);
         let OpenFile {
             file,
-            bytes,
             len,
             validators,
             ..
@@ -272,10 +271,10 @@ impl FastPath {
             head.extend_from_slice(value.as_bytes());
         }
         self.head_end(&mut head);
-        let body = match (c.head_only, bytes) {
-            (true, _) => Body::None,
-            (false, Some(b)) => Body::Bytes(b),
-            (false, None) => Body::File(file),
+        let body = if c.head_only {
+            Body::None
+        } else {
+            Body::File(file)
         };
         let m = &state.metrics;
         m.files_served.fetch_add(1, Ordering::Relaxed);

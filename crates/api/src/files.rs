@@ -69,10 +69,6 @@ pub fn classify(name: &str) -> Option<MediaKind> {
     }
 }
 
-/// Files up to this size are also kept in memory and leave with their head in one `writev`:
-/// for them, the cork + `sendfile` + uncork syscalls cost more than copying the bytes.
-pub const SMALL_FILE: u64 = 64 * 1024;
-
 /// Open files of recently served segments, so that serving a hot segment again costs no system
 /// call before its bytes leave (a live stream's newest segments are asked for by every viewer).
 /// A path is `stat`ed again once its last look is older than `fresh` (`--revalidate`, 20 ms, the
@@ -99,8 +95,6 @@ struct OpenInner {
 #[derive(Debug, Clone)]
 pub struct OpenFile {
     pub file: Arc<File>,
-    /// The whole file, for files of at most [`SMALL_FILE`] bytes.
-    pub bytes: Option<Bytes>,
     pub len: u64,
     pub validators: Arc<Validators>,
     identity: Identity,
@@ -168,13 +162,7 @@ impl OpenFiles {
         if !meta.is_file() {
             return Err(io::ErrorKind::NotFound.into());
         }
-        let bytes = if meta.len() <= SMALL_FILE {
-            Some(read_range(&file, 0, meta.len())?)
-        } else {
-            None
-        };
         let opened = OpenFile {
-            bytes,
             file: Arc::new(file),
             len: meta.len(),
             validators: Arc::new(Validators::of(&meta)),
@@ -420,17 +408,6 @@ mod tests {
             Arc::ptr_eq(&a.file, &b.file),
             "the second answer reuses the open file"
         );
-        assert_eq!(
-            a.bytes.as_deref(),
-            Some(&b"first"[..]),
-            "small files are in memory"
-        );
-        let big = dir.path().join("e0-00000002.m4s");
-        std::fs::write(&big, vec![3u8; usize::try_from(SMALL_FILE).unwrap() + 1]).unwrap();
-        assert!(
-            files.open(&big).unwrap().bytes.is_none(),
-            "big ones are not"
-        );
         // Replaced (new inode, as the generator's rename does): opened again.
         let tmp = dir.path().join("tmp");
         std::fs::write(&tmp, b"second!").unwrap();
@@ -466,7 +443,7 @@ mod tests {
         // Removed: still the open file's exact bytes while the last look is fresh.
         std::fs::remove_file(&path).unwrap();
         let held = files.open(&path).unwrap();
-        assert_eq!(held.bytes.as_deref(), Some(&b"first"[..]));
+        assert_eq!(&read_range(&held.file, 0, held.len).unwrap()[..], b"first");
         // With a short window, the next look after it finds the file gone.
         let files = OpenFiles::new(4, Duration::from_millis(5));
         std::fs::write(&path, b"second").unwrap();

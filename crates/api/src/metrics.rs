@@ -214,7 +214,7 @@ impl Metrics {
             ),
             (
                 "hlsmark_files_direct_total",
-                "File answers written straight to the socket (sendfile, or one writev from memory for files up to 64 KiB), not through actix-http's write buffer.",
+                "File answers written straight to the socket with sendfile, not through actix-http's write buffer.",
                 load(&self.files_direct),
             ),
             (

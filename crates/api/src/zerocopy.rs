@@ -13,8 +13,9 @@
 //!    blank line sends the job's bytes with `sendfile` (head and body corked together with
 //!    `TCP_CORK`), before anything that follows.
 //!
-//! Files of at most 64 KiB are kept in memory (`files::SMALL_FILE`) and leave with their head in
-//! one `writev` instead: for them the cork, `sendfile` and uncork calls cost more than the copy.
+//! This holds for small files too: with the server on one core, 16.6 KB segments sent this way
+//! ran at 141-148k req/s against 124-130k when they left from memory with their head in one
+//! `writev` (the copy into the socket costs more than the cork and uncork calls).
 //!
 //! **Framing.** The stream also reads the socket itself. It frames each request with `httparse`
 //! (head, then a Content-Length body) and hands actix one request at a time: actix-http decides
@@ -94,7 +95,7 @@ pub enum Body {
     None,
     /// `len` bytes of the file from `offset`, with `sendfile`.
     File(Arc<File>),
-    /// Bytes already in memory (small files), sent with the head in one `writev`.
+    /// Bytes already in memory (a cached playlist), sent with the head in one `writev`.
     Bytes(Bytes),
 }
 

@@ -205,7 +205,6 @@ pub async fn media_file(
     // name meanwhile (an open file stays readable).
     let Ok(OpenFile {
         file: handle,
-        bytes: in_memory,
         len: total,
         validators,
         ..
@@ -256,11 +255,6 @@ pub async fn media_file(
     if !head_only {
         metrics.file_bytes_served.fetch_add(len, Ordering::Relaxed);
     }
-    // Small files are in memory: the answer's bytes are a slice of them.
-    let in_memory_range = in_memory.and_then(|b| {
-        let range = usize::try_from(offset).ok()?..usize::try_from(offset + len).ok()?;
-        b.get(range.clone()).is_some().then(|| b.slice(range))
-    });
     // Zero-copy needs the plain-text HTTP/1 head that `ZcStream` rewrites. The server speaks only
     // HTTP/1.x (as actix-web's `HttpServer::listen` does); should h2c ever be enabled, its
     // HPACK-framed answers carry the bytes in the body instead.
@@ -268,10 +262,10 @@ pub async fn media_file(
         .conn_data::<ZcConn>()
         .filter(|_| req.version() <= actix_web::http::Version::HTTP_11)
     {
-        let body = match (head_only, in_memory_range) {
-            (true, _) => Body::None,
-            (false, Some(b)) => Body::Bytes(b),
-            (false, None) => Body::File(handle),
+        let body = if head_only {
+            Body::None
+        } else {
+            Body::File(handle)
         };
         let marker = conn.push(Job { body, offset, len });
         if !head_only {
@@ -279,9 +273,6 @@ pub async fn media_file(
         }
         res.insert_header((zerocopy::MARKER_NAME, marker));
         return Ok(res.body(actix_web::body::None::new()));
-    }
-    if let Some(b) = in_memory_range {
-        return Ok(res.body(b));
     }
     let body = web::block(move || files::read_range(&handle, offset, len))
         .await

@@ -74,8 +74,8 @@ impl Conn {
     }
 }
 
-/// A segment-named file bigger than the in-memory limit (64 KiB), so it leaves with sendfile; the
-/// fixture's own segments are small and leave from memory.
+/// A segment-named file much bigger than the fixture's own segments (a few KB), so `sendfile`
+/// and the socket need several rounds for it.
 pub fn big_file(s: &TestServer, name: &str, len: usize) -> Vec<u8> {
     let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 253).to_le_bytes()[0]).collect();
     std::fs::write(s.data_dir().join("hls/live").join(name), &bytes).unwrap();
@@ -100,7 +100,7 @@ fn segments_leave_exact_with_validators_and_without_the_marker() {
     let s = TestServer::start();
     big_file(&s, "e0-00000600.m4s", 300_000);
     let before = direct_count(&s);
-    // Small files leave from memory (writev), the big one with sendfile.
+    // The fixture's small files and a big one.
     for name in [
         "e0-init.mp4",
         "e0-00000000.m4s",
@@ -152,7 +152,7 @@ fn segments_leave_exact_with_validators_and_without_the_marker() {
 fn ranges_and_conditional_requests() {
     let s = TestServer::start();
     big_file(&s, "e0-00000602.m4s", 150_000);
-    // From memory and with sendfile.
+    // A small file and a big one.
     for name in ["e0-00000002.m4s", "e0-00000602.m4s"] {
         ranges_and_conditionals_of(&s, name);
     }
@@ -220,7 +220,7 @@ fn ranges_and_conditionals_of(s: &TestServer, name: &str) {
 fn kept_alive_and_pipelined_connections_stay_framed() {
     let s = TestServer::start();
     let seg0 = file(&s, "e0-00000000.m4s");
-    // Small files (memory) and a big one (sendfile) alternate.
+    // Small files and a big one alternate.
     let seg1 = big_file(&s, "e0-00000601.m4s", 200_000);
     let init = file(&s, "e0-init.mp4");
 

@@ -184,7 +184,7 @@ fn segments_and_init_are_served_immutable_and_aged_out_ones_are_404() {
     assert!(seg.header("cache-control").unwrap().contains("immutable"));
     let on_disk = std::fs::read(s.data_dir().join("hls/live/e0-00000003.m4s")).unwrap();
     assert_eq!(seg.body, on_disk);
-    // Second time from memory, same bytes.
+    // Second time from the open file, same bytes.
     assert_eq!(s.get("/hls/live/e0-00000003.m4s").body, on_disk);
     let init = s.get("/hls/live/e1-init.mp4");
     assert_eq!(init.status, 200);
