@@ -36,7 +36,7 @@ use actix_web::web;
 use bytes::Bytes;
 use hlsmark_store::StreamName;
 
-use crate::files::{self, OpenFile};
+use crate::files::{self, MediaKind, OpenFile};
 use crate::state::AppState;
 use crate::zerocopy::Body;
 
@@ -72,6 +72,8 @@ pub struct Candidate<'a> {
     pub stream: &'a str,
     /// A segment or init file name, or `index.m3u8`.
     pub file: &'a str,
+    /// The file's kind; `None` for the live playlist.
+    pub kind: Option<MediaKind>,
 }
 
 /// What the front of a connection's input holds.
@@ -138,10 +140,11 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
     let fast = (plain && body_len == 0 && req.version == Some(1) && (head_only || method == "GET"))
         .then(|| req.path.and_then(media_path))
         .flatten()
-        .map(|(stream, file)| Candidate {
+        .map(|(stream, file, kind)| Candidate {
             head_only,
             stream,
             file,
+            kind,
         });
     Parsed::Request {
         head_len,
@@ -150,15 +153,19 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
     }
 }
 
-/// `(stream, file)` of `/hls/{stream}/{file}[?query]` when `file` is a segment or init name or
-/// the live playlist, and nothing needs decoding (a query is ignored by both routes).
-fn media_path(target: &str) -> Option<(&str, &str)> {
+/// `(stream, file, kind)` of `/hls/{stream}/{file}[?query]` when `file` is a segment or init name
+/// (kind `Some`) or the live playlist (`None`), and nothing needs decoding (a query is ignored by
+/// both routes).
+fn media_path(target: &str) -> Option<(&str, &str, Option<MediaKind>)> {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let (stream, file) = path.strip_prefix("/hls/")?.split_once('/')?;
     if stream.is_empty() || file.contains('/') || path.contains('%') {
         return None;
     }
-    (file == LIVE_PLAYLIST || files::classify(file).is_some()).then_some((stream, file))
+    if file == LIVE_PLAYLIST {
+        return Some((stream, file, None));
+    }
+    files::classify(file).map(|kind| (stream, file, Some(kind)))
 }
 
 const LIVE_PLAYLIST: &str = "index.m3u8";
@@ -171,12 +178,11 @@ pub struct FastPath {
     vary: bool,
 }
 
-/// A fast answer: the whole head, then `len` bytes from `offset` of `body`.
+/// A fast answer: the whole head, then the first `len` bytes of `body` (whole files only).
 #[derive(Debug)]
 pub struct FastAnswer {
     pub head: Vec<u8>,
     pub body: Body,
-    pub offset: u64,
     pub len: u64,
 }
 
@@ -190,11 +196,13 @@ impl FastPath {
     pub fn answer(&self, c: &Candidate<'_>) -> Option<FastAnswer> {
         let start = Instant::now();
         let stream = self.state.stream(Some(c.stream)).ok()?;
-        if c.file == LIVE_PLAYLIST {
-            let body = self.state.live_playlist_if_fresh(&stream)?;
-            return Some(self.playlist(c, body, start));
+        match c.kind {
+            None => {
+                let body = self.state.live_playlist_if_fresh(&stream)?;
+                Some(self.playlist(c, body, start))
+            }
+            Some(kind) => self.media(c, kind, &stream, start),
         }
-        self.media(c, &stream, start)
     }
 
     /// The live playlist from the cache (as `routes::hls::live_playlist` answers it).
@@ -214,7 +222,6 @@ impl FastPath {
             } else {
                 Body::Bytes(body)
             },
-            offset: 0,
             len,
         }
     }
@@ -249,9 +256,14 @@ impl FastPath {
     }
 
     /// A segment or init file (as `routes::hls::media_file` answers it).
-    fn media(&self, c: &Candidate<'_>, stream: &StreamName, start: Instant) -> Option<FastAnswer> {
+    fn media(
+        &self,
+        c: &Candidate<'_>,
+        kind: MediaKind,
+        stream: &StreamName,
+        start: Instant,
+    ) -> Option<FastAnswer> {
         let state = &self.state;
-        let kind = files::classify(c.file)?;
         let path = files::media_path(&state.cfg.data_dir, stream, c.file);
         let OpenFile {
             file,
@@ -283,12 +295,7 @@ impl FastPath {
             m.files_direct.fetch_add(1, Ordering::Relaxed);
         }
         self.count(MEDIA_ROUTE, c.head_only, start);
-        Some(FastAnswer {
-            head,
-            body,
-            offset: 0,
-            len,
-        })
+        Some(FastAnswer { head, body, len })
     }
 }
 

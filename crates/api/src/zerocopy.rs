@@ -387,16 +387,7 @@ impl ZcStream {
                         if let Some(a) = candidate.filter(|_| started).and_then(|c| fast.answer(&c))
                         {
                             self.inbuf.advance(head_len);
-                            let end = a.offset.saturating_add(a.len);
-                            self.out = Some(Transfer {
-                                head: a.head,
-                                head_sent: 0,
-                                corked: false,
-                                body: a.body,
-                                body_sent: 0,
-                                offset: a.offset,
-                                end,
-                            });
+                            self.out = Some(Transfer::new(a.head, a.body, 0, a.len));
                             continue;
                         }
                         self.handed += 1;
@@ -518,15 +509,7 @@ impl ZcStream {
         let _ = write!(head, "\r\ncontent-length: {}", job.len);
         head.extend_from_slice(rest_of_head);
         self.answered += 1;
-        self.out = Some(Transfer {
-            head,
-            head_sent: 0,
-            corked: false,
-            offset: job.offset,
-            end: job.offset.saturating_add(job.len),
-            body: job.body,
-            body_sent: 0,
-        });
+        self.out = Some(Transfer::new(head, job.body, job.offset, job.len));
         // Accepted: sent by `drive` here or on the next read/write/flush/shutdown.
         if let Poll::Ready(Err(e)) = self.drive(cx) {
             return Poll::Ready(Err(e));
@@ -590,6 +573,19 @@ impl ZcStream {
 }
 
 impl Transfer {
+    /// `head`, then `len` bytes of `body` from `offset`.
+    fn new(head: Vec<u8>, body: Body, offset: u64, len: u64) -> Self {
+        Self {
+            head,
+            head_sent: 0,
+            corked: false,
+            body,
+            body_sent: 0,
+            offset,
+            end: offset.saturating_add(len),
+        }
+    }
+
     /// A head alone.
     fn head(head: Vec<u8>) -> Self {
         Self {
