@@ -8,12 +8,21 @@ RUN cd frontend && npm ci --no-audit --no-fund && npm run build
 RUN cargo build --release --locked -p hlsmark
 
 FROM debian:bookworm-slim
+# WITH_CHROMIUM=true: the image variant for `page:` sources (Debian's chromium and a font;
+# chromium alone installs 290 MB, its libraries come on top); the default image has no browser. docker-compose.yml's `page` service builds
+# it as hlsmark:page.
+ARG WITH_CHROMIUM=false
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg curl ca-certificates \
+ && if [ "$WITH_CHROMIUM" = true ]; then \
+      apt-get install -y --no-install-recommends chromium fonts-dejavu-core; \
+    fi \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/hlsmark /usr/local/bin/hlsmark
-COPY --from=build /src/frontend/dist /usr/share/hlsmark/frontend
-ENV HLSMARK_FRONTEND_DIR=/usr/share/hlsmark/frontend HLSMARK_DATA_DIR=/data
+# A documented multi-stream config: HLSMARK_CONFIG=/usr/share/hlsmark/examples/hlsmark.toml
+COPY --from=build /src/examples/hlsmark.toml /usr/share/hlsmark/examples/hlsmark.toml
+# The player page is embedded in the binary (built before cargo above).
+ENV HLSMARK_DATA_DIR=/data
 VOLUME /data
 EXPOSE 5000
 CMD ["hlsmark", "run"]

@@ -14,7 +14,7 @@ if run store; then
 fi
 if run render; then
   echo "##### generator: frame synthesis at 1280x720 vs memcpy"
-  cargo bench -p hlsmark-generator --bench render
+  cargo bench -p hlsmark-sources --bench render
 fi
 if run generator; then
   echo "##### generator: CPU and RSS while live at 1280x720@30"

@@ -10,14 +10,30 @@ ROOT=$PWD
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 step() { printf '\n=== %s (%ss)\n' "$*" "$SECONDS"; }
 
-# --- 1. System packages: ffmpeg, redis-server, chromium (and node, python3, kill if missing) -------
+# --- 1. System packages: ffmpeg, redis-server, chromium, GStreamer's RTSP server, nginx-rtmp -------
+# (and node, python3, kill if missing). Each is detected by a command or a file, so a machine that
+# has it from elsewhere (nodejs from another repository, say) is left alone.
 need_apt=()
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_apt+=(chromium)
+# Never ask apt for npm when one exists: Debian's npm conflicts with nodejs from other repositories.
 command -v npm >/dev/null || need_apt+=(nodejs npm)
-command -v python3 >/dev/null || need_apt+=(python3)
+[[ -x /usr/bin/python3 ]] || need_apt+=(python3)
+# The tests' RTSP camera (scripts/rtsp-server.py) runs on Debian's python3 with GStreamer's RTSP
+# server (the gi bindings live in /usr/bin/python3's dist-packages, not in a pyenv/venv python).
+/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' \
+  >/dev/null 2>&1 || need_apt+=(python3-gi gir1.2-gst-rtsp-server-1.0)
+gst_has() { command -v gst-inspect-1.0 >/dev/null && gst-inspect-1.0 --exists "$1"; }
+command -v gst-launch-1.0 >/dev/null || need_apt+=(gstreamer1.0-tools)
+gst_has rtph264pay || need_apt+=(gstreamer1.0-plugins-good)
+gst_has h264parse || need_apt+=(gstreamer1.0-plugins-bad)
+gst_has x264enc || need_apt+=(gstreamer1.0-plugins-ugly)
+gst_has avdec_h264 || need_apt+=(gstreamer1.0-libav)
+# nginx with the RTMP module: the RTMP ingest the restream tests push to.
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
+compgen -G '/usr/lib/nginx/modules/ngx_rtmp_module.so' >/dev/null || need_apt+=(libnginx-mod-rtmp)
 # Tests signal their child processes with kill(1); minimal images may lack procps.
 [[ -x /bin/kill || -x /usr/bin/kill ]] || need_apt+=(procps)
 if ((${#need_apt[@]})); then
@@ -46,6 +62,13 @@ if ! command -v just >/dev/null; then
 fi
 NEXTEST=1
 command -v cargo-nextest >/dev/null || NEXTEST=0
+# Garage: the real S3-compatible server the media-storage tests run against. Built once from
+# crates.io into ~/.cache/hlsmark-tools (a debug build, ~10 min on 2 cores), reused afterwards.
+if [[ -z "${HLSMARK_GARAGE:-}" ]]; then
+  step "garage (S3 test server): build once, cached"
+  HLSMARK_GARAGE=$(./scripts/ensure-garage.sh)
+  export HLSMARK_GARAGE
+fi
 
 # --- 3. Front end (npm ci, build) -------------------------------------------------------------------
 if [[ -f frontend/package.json ]]; then

@@ -86,6 +86,10 @@ createServer((req, res) => {
     const first = Math.max(0, n - WINDOW);
     return json(res, 200, { stream: 'live', segment_duration: D, fps: 30, epochs: [{ index: 0, first_seq: 0, hls_start: 0, utc_start: utcOf(0) }], window: { first_seq: first, last_seq: n - 1, start: first * D, end: n * D, start_utc: utcOf(first * D), end_utc: utcOf(n * D) }, live_edge: n * D, retained: { first_seq: 0, start: 0 } });
   }
+  if (p === '/streams') {
+    const now = new Date().toISOString();
+    return json(res, 200, { streams: [{ name: 'live', kind: 'generator', source: 'generator', state: n > 0 ? 'live' : 'starting', since: utcOf(0), updated: now, stale: false, last_error: null, restarts: 0, epoch: 0, live_edge: n * D, live_edge_90k: n * D * 90000, segments: n, playlist: '/hls/live/index.m3u8' }] });
+  }
   if (p === '/markers/live') {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     res.write(': hello\n\n');

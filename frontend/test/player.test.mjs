@@ -3,13 +3,21 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fs from 'node:fs';
+import os from 'node:os';
 import { launchBrowser, sleep, startStack, stopStack, waitUntil } from './harness.mjs';
 
 const SUITE_START = Date.now();
+/** How long test 2 watches the LL stream (the issue asks for 30 s; the second stack runs it shorter). */
+const LL_SECONDS = Number(process.env.HLSMARK_TEST_LL_SECONDS ?? 30);
+/** Media requests the page made, by kind (LL-HLS parts, whole segments, blocking playlist reloads). */
+const requests = { parts: 0, segments: 0, blocking: 0 };
 let stack;
 let browser;
 let page;
 const problems = [];
+/** Older servers answer 404 to GET /streams; the page falls back to ?stream= and that is no error. */
+let noStreamsRoute = false;
+const isStreams404 = (url, status) => noStreamsRoute && status === 404 && new URL(url).pathname === '/streams';
 
 /** Pixels of the block in the top-left corner (the generator's event flag) of the frame on screen. */
 async function cornerPixel() {
@@ -107,20 +115,29 @@ async function api(pathAndQuery, init) {
 
 before(async () => {
   stack = await startStack({ liveWindow: 8, fps: process.env.HLSMARK_TEST_FPS ?? 30 });
+  noStreamsRoute = (await fetch(`${stack.url}/streams`)).status === 404;
   browser = await launchBrowser();
   page = await browser.newPage();
   page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
+    if (msg.type() !== 'error') return;
+    if (/Failed to load resource/.test(msg.text()) && isStreams404(msg.location()?.url ?? 'http://x/', 404)) return;
+    problems.push(`console error: ${msg.text()}`);
   });
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
   page.on('requestfailed', (req) => {
     const why = req.failure()?.errorText ?? '';
-    // Switching sources (live <-> archive) cancels VHS's in-flight downloads: that is not a failure.
+    // Switching sources (live <-> archive) cancels the engine's in-flight downloads (and hls.js aborts a blocking reload it no longer needs): that is not a failure.
     if (why === 'net::ERR_ABORTED' && /\/hls\//.test(req.url())) return;
     problems.push(`request failed: ${req.method()} ${req.url()} ${why}`);
   });
+  page.on('request', (req) => {
+    const u = new URL(req.url());
+    if (/\.p\d+\.m4s$/.test(u.pathname)) requests.parts += 1;
+    else if (/-\d+\.m4s$/.test(u.pathname)) requests.segments += 1;
+    else if (u.pathname.endsWith('.m3u8') && u.searchParams.has('_HLS_msn')) requests.blocking += 1;
+  });
   page.on('response', (res) => {
-    if (res.status() >= 400) problems.push(`HTTP ${res.status()}: ${res.request().method()} ${res.url()}`);
+    if (res.status() >= 400 && !isStreams404(res.url(), res.status())) problems.push(`HTTP ${res.status()}: ${res.request().method()} ${res.url()}`);
   });
   await page.goto(`${stack.url}/?stream=live`);
   await page.waitForFunction(() => window.hlsmark, null, { timeout: 10000 }).catch((err) => {
@@ -156,7 +173,54 @@ describe('player page', () => {
     assert.equal(b.feed, 'open', 'the SSE marker feed is open');
   });
 
-  test('2. a marker created through POST /markers shows on the bar and in the table within 2 s', async () => {
+  test(`2. plays the LL-HLS stream for ${LL_SECONDS} s without a stall, latency shown and below 2 s`, async () => {
+    const playlist = await (await fetch(`${stack.url}/hls/live/index.m3u8`)).text();
+    assert.match(playlist, /#EXT-X-PART:/, 'the server serves LL-HLS parts');
+    assert.match(playlist, /CAN-BLOCK-RELOAD=YES/);
+    const s0 = await page.evaluate(() => ({ ...window.hlsmark.state.stalls, log: undefined, t: window.hlsmark.player.currentTime() }));
+    const started = Date.now();
+    const r0 = { ...requests };
+    const samples = [];
+    const labels = new Set();
+    while (Date.now() - started < LL_SECONDS * 1000) {
+      await sleep(500);
+      const x = await page.evaluate(() => ({
+        latency: window.hlsmark.latency(),
+        label: document.getElementById('latency').hidden ? null : document.getElementById('latency').textContent,
+        paused: window.hlsmark.player.paused(),
+      }));
+      assert.ok(!x.paused, 'still playing');
+      if (x.latency !== null) samples.push(x.latency);
+      labels.add(x.label);
+    }
+    const s1 = await page.evaluate(() => ({ ...window.hlsmark.state.stalls, t: window.hlsmark.player.currentTime(),
+      parts: window.hlsmark.engine()?.levels?.[0]?.details?.partList?.length ?? 0,
+      canBlockReload: window.hlsmark.engine()?.levels?.[0]?.details?.canBlockReload }));
+    const played = s1.t - s0.t;
+    const sorted = [...samples].sort((a, b) => a - b);
+    const p = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+    console.log(`# LL ${LL_SECONDS} s: played ${played.toFixed(1)} s, latency p50 ${p(0.5)?.toFixed(3)} s p95 ${p(0.95)?.toFixed(3)} s max ${sorted.at(-1)?.toFixed(3)} s over ${samples.length} samples; `
+      + `requests: ${requests.parts - r0.parts} parts, ${requests.segments - r0.segments} segments, ${requests.blocking - r0.blocking} blocking reloads`);
+    // A stall names the machine's load: on a starved machine the source (ffmpeg) itself runs late.
+    const log = `${JSON.stringify(s1.log.slice(-5).map((e) => ({ ...e, at: (e.at - started) / 1000 })))}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`;
+    // A stall is a wait a viewer can see: the picture stops for 100 ms (3 frames) or more, or does
+    // not move again. Shorter `waiting` blips are printed, not failed.
+    const waits = s1.log.filter((e) => e.what === 'waiting' && e.at >= started);
+    const visible = waits.filter((e) => e.ms === undefined || e.ms >= 100);
+    if (waits.length) console.log(`# waiting events: ${waits.map((e) => (e.ms === undefined ? 'ongoing' : `${e.ms} ms`)).join(', ')}`);
+    assert.equal(visible.length, 0, `no stall (waiting >= 100 ms) while playing: ${log}`);
+    assert.equal(s1.engine - s0.engine, 0, `no hls.js buffer stalls: ${log}`);
+    assert.ok(played > LL_SECONDS - 1.5, `played ${played.toFixed(2)} s of media in ${LL_SECONDS} s`);
+    assert.ok(s1.canBlockReload && s1.parts > 0, `hls.js sees the LL playlist (${s1.parts} parts, blocking reload ${s1.canBlockReload})`);
+    assert.ok(requests.parts - r0.parts >= LL_SECONDS * 2, `the page loads parts (${requests.parts - r0.parts})`);
+    assert.ok(requests.blocking - r0.blocking >= LL_SECONDS * 2, `the page uses blocking playlist reloads (${requests.blocking - r0.blocking})`);
+    assert.ok(samples.length >= LL_SECONDS * 2 - 2, `latency measured (${samples.length} samples)`);
+    assert.ok(p(0.5) < 2 && sorted.at(-1) < 2, `latency below 2 s: p50 ${p(0.5)} max ${sorted.at(-1)}`);
+    assert.ok(sorted[0] > 0, `latency is positive (${sorted[0]}): the PDT of the frame on screen is in the past`);
+    for (const l of labels) assert.match(l ?? 'hidden', /^Latency \d+\.\d\d s$/, 'the latency label is shown');
+  });
+
+  test('3. a marker created through POST /markers shows on the timeline and in the table within 2 s', async () => {
     const hls90k = await page.evaluate(() => window.hlsmark.hlsNow());
     assert.ok(Number.isFinite(hls90k), 'the page knows the HLS time on screen');
     const label = `browser test ${Date.now()}`;
@@ -169,7 +233,7 @@ describe('player page', () => {
     assert.equal(res.status, 201, JSON.stringify(res.body));
     const id = res.body.id;
     await page.waitForSelector(`#markers tr[data-id="${id}"]`, { timeout: 2000 });
-    await page.waitForSelector(`.hm-bar-marker[data-id="${id}"]:not([hidden])`, { timeout: Math.max(100, 2000 - (Date.now() - t0)) });
+    await page.waitForFunction((x) => window.hlsmark.timeline.tickX(x) !== null, id, { timeout: Math.max(100, 2000 - (Date.now() - t0)), polling: 50 });
     const took = Date.now() - t0;
     assert.ok(took <= 2000, `took ${took} ms`);
     const row = page.locator(`#markers tr[data-id="${id}"]`);
@@ -178,7 +242,7 @@ describe('player page', () => {
     console.log(`# POST -> bar + table in ${took} ms`);
   });
 
-  test('3. clicking a generator marker shows the mint frame; one frame earlier is not mint', async () => {
+  test('4. clicking a generator marker shows the mint frame; one frame earlier is not mint', async () => {
     // A generator marker well inside the seekable window (clickable on the bar).
     const pick = async () => {
       const s = await state();
@@ -202,9 +266,13 @@ describe('player page', () => {
     assert.ok(sm, 'the server returns the marker');
     assert.ok(Math.abs(sm.client - m.client) < 1 / 90000 + 1e-9, `server client ${sm.client} = page client ${m.client}`);
 
-    const bg = await page.$eval(`.hm-bar-marker[data-id="${m.id}"]`, (el) => getComputedStyle(el).backgroundColor);
-    assert.notEqual(bg, 'rgba(0, 0, 0, 0)', 'the bar marker is painted (video.js resets button backgrounds)');
-    await page.click(`.hm-bar-marker[data-id="${m.id}"]`);
+    // Its tick on the timeline (the whole retention, following live): painted, then clicked.
+    const probe = await page.evaluate((id) => window.hlsmark.timeline.probe(id), m.id);
+    assert.ok(probe, 'the marker has a tick on the timeline');
+    if (!probe.crowded) assert.notEqual(probe.pixel, 'rgb(42, 52, 64)', `the tick is painted (${probe.pixel})`);
+    const box = await page.locator('.hm-tl-track').boundingBox();
+    const x = await page.evaluate((id) => window.hlsmark.timeline.tickX(id), m.id);
+    await page.mouse.click(box.x + x, box.y + box.height / 2);
     await waitUntil('the seek to the marker', async () => {
       const s = await state();
       return s.lastSeek && s.lastSeek.hls_90k === m.hls_90k && s.paused;
@@ -221,16 +289,23 @@ describe('player page', () => {
     // Keyboard: focus the row and press Enter: back on the mint frame.
     await page.focus(`#markers tr[data-id="${m.id}"]`);
     await page.keyboard.press('Enter');
+    // The seek lands on the marker's frame; on a slow machine the marker may have slid out of the
+    // short live window meanwhile, and the page then plays it from the archive (another clock):
+    // so the landing is checked on the seek's own target, and the picture below.
     await waitUntil('the keyboard seek', async () => {
       const s = await state();
-      return Math.abs(s.currentTime - (m.client + frame / 90000 / 2)) < 1e-3;
-    }, 8000);
+      return s.lastSeek && s.lastSeek.hls_90k === m.hls_90k && !s.seeking
+        && Math.abs(s.currentTime - s.lastSeek.target) < 1e-3;
+    }, 8000).catch(async (err) => {
+      const now = await page.evaluate((id) => ({ client: window.hlsmark.clientOf(window.hlsmark.markers.get(id)), archived: window.hlsmark.isArchived(id) }), m.id);
+      throw new Error(`${err.message}\n${JSON.stringify({ marker: m, now, state: await state() }, null, 1)}`);
+    });
     await sleep(100);
     const again = await cornerPixel();
     assert.ok(isMint(again.rgb), `Enter on the row shows the mint frame again: rgb ${again.rgb}`);
   });
 
-  test('4. seek back, then "go live" returns to the live edge', async () => {
+  test('5. seek back, then "go live" returns to the live edge', async () => {
     await page.evaluate(() => {
       const p = window.hlsmark.player;
       p.currentTime(p.seekable().start(0) + 0.5);
@@ -246,36 +321,68 @@ describe('player page', () => {
       && s.liveCurrentTime - s.currentTime < 3.5, 5000);
   });
 
-  test('5. an archived marker plays from the VOD playlist, and "back to live" returns', async () => {
+  test('6. a marker older than the live window: its tick lands on its frame in the same player, no visible switch; it plays on; Go live returns', async () => {
     const m = await waitUntil('a generator marker that left the live window', async () => {
       const list = (await markersInPage()).filter((x) => x.kind !== 'manual' && x.archived);
       return list.sort((x, y) => y.hls_90k - x.hls_90k)[0];
     }, 30000, 500);
-    const row = page.locator(`#markers tr[data-id="${m.id}"]`);
-    assert.match(await row.textContent(), /archived/);
-    await row.click();
-    const s = await waitState('the archive seek', (st) => st.mode === 'archive' && st.paused && st.lastSeek
-      && st.lastSeek.hls_90k === m.hls_90k && st.lastSeek.mode === 'archive', 15000);
+    // What must not change: the player element, the timeline, the rows.
+    const before1 = await page.evaluate(() => {
+      const video = window.hlsmark.player.tech(true).el();
+      video.dataset.same = 'yes';
+      return { rows: document.querySelectorAll('#markers tbody tr').length, view: window.hlsmark.timeline.view() };
+    });
+    const box = await page.locator('.hm-tl-track').boundingBox();
+    // The tick of the marker, alone within 0.5 s on the bar (another tick would take the click).
+    await page.evaluate((id) => {
+      const t = window.hlsmark.timeline;
+      const h = window.hlsmark.markers.get(id).hls_90k;
+      t.zoomTo(h - 10 * 90000, h + 10 * 90000);
+      t.draw();
+    }, m.id);
+    const x = await page.evaluate((id) => window.hlsmark.timeline.tickX(id), m.id);
+    assert.ok(x !== null, 'the archived marker has a tick on the timeline');
+    await page.mouse.click(box.x + x, box.y + box.height / 2);
+    const s = await waitState('the seek before the live window', (st) => st.paused && !st.seeking && st.lastSeek
+      && st.lastSeek.hls_90k === m.hls_90k && Math.abs(st.currentTime - st.lastSeek.target) < 1e-3, 15000);
+    // Under the hood a VOD range plays; nothing on the page says so.
     assert.match(s.src, /\/hls\/live\/vod\.m3u8\?from=/);
+    const ui = await page.evaluate(() => ({
+      same: window.hlsmark.player.tech(true).el().dataset.same,
+      videos: document.querySelectorAll('video').length,
+      position: document.getElementById('position').textContent,
+      rows: document.querySelectorAll('#markers tbody tr').length,
+      timeline: !!document.querySelector('.hm-tl-track'),
+    }));
+    assert.equal(ui.same, 'yes', 'the same video element plays');
+    assert.equal(ui.videos, 1, 'one player');
+    assert.doesNotMatch(ui.position, /archive/i, `no mode label: ${ui.position}`);
+    assert.match(ui.position, /behind live/);
+    assert.ok(ui.rows >= before1.rows, 'the marker list stays');
+    assert.equal(s.goLiveHidden, false, 'Go live is one click away');
+    assert.match(s.goLiveText, /^Go live/);
     const at = await cornerPixel();
-    assert.ok(isMint(at.rgb), `archived marker frame is mint: rgb ${at.rgb} at ${at.time}\n${JSON.stringify({ m, s })}`);
+    assert.ok(isMint(at.rgb), `the marker's frame is mint: rgb ${at.rgb} at ${at.time}\n${JSON.stringify({ m, s })}`);
+    // One frame earlier (the ',' key): not mint.
     const frame = await page.evaluate(() => window.hlsmark.frameTicks());
-    await page.evaluate(([h]) => window.hlsmark.seekToHls(h), [m.hls_90k - frame]);
-    assert.ok(!isMint((await cornerPixel()).rgb), 'one frame earlier is not mint in the archive either');
-    // It plays.
+    await page.keyboard.press(',');
+    await waitState('one frame back', (st) => st.lastSeek && st.lastSeek.hls_90k === m.hls_90k - frame && !st.seeking, 10000);
+    assert.ok(!isMint((await cornerPixel()).rgb), 'one frame earlier is not mint');
+    // It plays on, and the position moves on the one timeline.
+    const pos0 = await page.evaluate(() => window.hlsmark.timeline.lastPos);
     await page.evaluate(() => window.hlsmark.player.play());
     const t1 = (await state()).currentTime;
-    await waitUntil('archive playback', async () => (await state()).currentTime > t1 + 0.5, 5000);
-    assert.match((await state()).goLiveText, /back to live/i);
+    await waitUntil('playback from there', async () => (await state()).currentTime > t1 + 0.5, 5000);
+    await waitUntil('the position indicator to move on', () => page.evaluate((p) => window.hlsmark.timeline.lastPos > p + 45000, pos0), 5000, 100);
     await page.click('#go-live');
     await waitUntil('live again', async () => {
       const st = await state();
-      return st.mode === 'live' && /index\.m3u8$/.test(st.src) && !st.paused && st.currentTime > 0;
+      return /index\.m3u8$/.test(st.src) && !st.paused && st.currentTime > 0 && st.goLiveHidden;
     }, 15000);
-
+    await page.evaluate(() => window.hlsmark.timeline.showAll());
   });
 
-  test('6. after an encoder restart (new epoch, discontinuity) a marker is still frame-exact', { skip: !!process.env.HLSMARK_TEST_URL }, async () => {
+  test('7. after an encoder restart (new epoch, discontinuity) a marker is still frame-exact', { skip: !!process.env.HLSMARK_TEST_URL }, async () => {
     const before = (await api('/timeline?stream=live')).body.epochs.length;
     const ffmpeg = childPids(stack.generator.pid, 'ffmpeg')[0];
     assert.ok(ffmpeg, 'the generator has an ffmpeg child');
@@ -297,14 +404,25 @@ describe('player page', () => {
     const at = await cornerPixel();
     assert.ok(isMint(at.rgb), `frame at ${m.label} after the restart is mint: rgb ${at.rgb} (${JSON.stringify(r)})`);
     const frame = await page.evaluate(() => window.hlsmark.frameTicks());
-    await page.evaluate(([h]) => window.hlsmark.seekToHls(h), [m.hls_90k - frame]);
+    // The frame before the marker's: one frame earlier, unless the marker is the new epoch's first
+    // frame (an event still active at the restart is re-anchored there); then it is the previous
+    // epoch's last frame: the ticks between the epochs are a gap with no video.
+    const prevEpoch = tl.epochs[tl.epochs.length - 2];
+    const frameBefore = m.hls_90k === epoch.hls_start_90k && prevEpoch.hls_end_90k !== null
+      ? prevEpoch.hls_end_90k - frame
+      : m.hls_90k - frame;
+    await page.evaluate(([h]) => window.hlsmark.seekToHls(h), [frameBefore]);
     const prev = await cornerPixel();
-    assert.ok(!isMint(prev.rgb), `one frame earlier is not mint: rgb ${prev.rgb}`);
+    const why = async () => JSON.stringify({ marker: m, epochs: tl.epochs, ...(await page.evaluate(() => ({
+      zeros: [...window.hlsmark.state.zeros], offsets: [...window.hlsmark.state.offsets], trace: window.hlsmark.state.seekTrace,
+      clientOf: window.hlsmark.clientOf(window.hlsmark.state.lastSeek?.hls_90k ?? 0), lastSeek: window.hlsmark.state.lastSeek,
+    }))) });
+    assert.ok(!isMint(prev.rgb), `one frame earlier is not mint: rgb ${prev.rgb} at ${prev.time}\n${await why()}`);
     const zeros = await page.evaluate(() => JSON.stringify([...window.hlsmark.state.zeros]));
     console.log(`# epochs ${JSON.stringify(tl.epochs.map((e) => [e.index, e.first_seq, e.hls_start, e.hls_end]))}, page zeros per epoch (ticks) ${zeros}`);
   });
 
-  test('7. accessible names and keyboard reach; no console errors or failed requests', async () => {
+  test('8. accessible names and keyboard reach; no console errors or failed requests', async () => {
     const unnamed = await page.evaluate(() => [...document.querySelectorAll('button, [tabindex="0"]')]
       .filter((el) => el.offsetParent !== null || el.classList.contains('hm-bar-marker'))
       .filter((el) => !(el.getAttribute('aria-label') || el.textContent.trim() || el.title))

@@ -35,6 +35,7 @@ async fn main() {
         fps: FrameRate::integer(30),
         segment_frames: 30,
         hls_end: None,
+        pts_start: None,
     };
     store.put_epoch(&stream, &epoch).await.unwrap();
     let timeline = Timeline::new(vec![epoch]).unwrap();
@@ -57,6 +58,7 @@ async fn main() {
             utc_start: timeline.hls_to_utc(hls).unwrap(),
             file: file.clone(),
             init_file: Some("e0-init.mp4".to_owned()),
+            frames: Default::default(),
         };
         store.append_segment(&stream, &seg).await.unwrap();
     }
@@ -76,6 +78,9 @@ async fn main() {
             hls,
             utc: timeline.hls_to_utc(hls).unwrap(),
             duration: Duration90k(D / 2),
+            severity: Default::default(),
+            color: None,
+            tags: Vec::new(),
             data: None,
             created_at: anchor,
         });

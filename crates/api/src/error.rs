@@ -58,8 +58,15 @@ impl From<&StoreError> for ApiError {
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let code = match e {
-            StoreError::InvalidStream(_) => "invalid_stream",
+        let code = match e.innermost() {
+            StoreError::InvalidStream(_) | StoreError::StreamMismatch { .. } => "invalid_stream",
+            StoreError::InvalidSeverity(_) => "invalid_severity",
+            StoreError::InvalidColor(_) => "invalid_color",
+            StoreError::InvalidTags(_) => "invalid_tags",
+            StoreError::InvalidFilter { .. } => "invalid_parameter",
+            StoreError::BatchTooLarge(_) => "batch_too_large",
+            // `innermost` never answers a batch entry; its own error decides the code.
+            StoreError::BatchEntry { .. } => "bad_request",
             StoreError::LabelLength(_) => "invalid_label",
             StoreError::InvalidKind(_) => "invalid_kind",
             StoreError::DataTooLarge(_) => "data_too_large",
@@ -72,6 +79,9 @@ impl From<&StoreError> for ApiError {
             StoreError::Conflict(_) => "conflict",
             StoreError::Unavailable(_) | StoreError::Timeout(_) => "store_unavailable",
             StoreError::Corrupt { .. } | StoreError::Backend(_) => "store_error",
+            // Ingest leases: the API takes none, but a store error is mapped whole.
+            StoreError::InvalidLease(_) => "invalid_lease",
+            StoreError::Fenced { .. } => "fenced",
         };
         Self::new(status, code, e.to_string())
     }

@@ -1,18 +1,27 @@
-//! Segment and init files: strict names, content types, validators, conditional requests and
-//! byte ranges. The bytes themselves go out with `sendfile` (see `zerocopy`).
+//! Segment and init files (and, with LL-HLS, parts): strict names, content types, validators,
+//! conditional requests and byte ranges, and the one function that answers them
+//! ([`media_answer`]). Recently served files are answered from memory ([`MediaCache`]); a file
+//! too big for it is streamed from disk in chunks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue, HttpDate};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
 use bytes::Bytes;
+use hlsmark_mediastore::SharedMedia;
 use hlsmark_store::StreamName;
 
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue, HttpDate};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// Segment and init URLs are never reused: epoch and sequence are in the file name, and the
 /// playlist adds the epoch's wall-clock start as `?v=<hex>` (ignored here), because file names
@@ -23,6 +32,97 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// valid stream name: neither can leave the stream directory.
 pub fn media_path(data_dir: &Path, stream: &StreamName, file: &str) -> PathBuf {
     data_dir.join("hls").join(stream.as_str()).join(file)
+}
+
+/// A path ffmpeg can read for a stream's media file (thumbnails, tiles, preview frames): the
+/// file itself under `<data_dir>/hls`, or with a remote media store a copy fetched (through
+/// the cache) into this process's spool directory in the system temp dir. A file that cannot be
+/// had gives a path that does not exist, so callers keep their usual "gone" answer. The spool
+/// keeps at most [`SPOOL_FILES`] files (oldest removed first).
+pub async fn readable_path(
+    cache: &MediaCache,
+    data_dir: &Path,
+    stream: &StreamName,
+    file: &str,
+) -> PathBuf {
+    let Some(remote) = &cache.remote else {
+        return media_path(data_dir, stream, file);
+    };
+    let dir = std::env::temp_dir()
+        .join(format!("hlsmark-spool-{}", std::process::id()))
+        .join(stream.as_str());
+    let path = dir.join(file);
+    if classify(file).is_none() || path.is_file() {
+        return path;
+    }
+    let Ok(media) = remote.get(stream, file).await else {
+        return path;
+    };
+    let MediaBody::Memory(bytes) = media.body else {
+        return path;
+    };
+    let (d, p) = (dir.clone(), path.clone());
+    let written = actix_web::web::block(move || {
+        std::fs::create_dir_all(&d)?;
+        hlsmark_mediastore::write_whole(&p, &[bytes])?;
+        prune_spool(d.parent().unwrap_or(&d));
+        Ok::<_, io::Error>(())
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::warn!(file, "could not spool a media file for ffmpeg");
+    }
+    path
+}
+
+/// Files kept in the spool of [`readable_path`] at most.
+const SPOOL_FILES: usize = 256;
+
+/// Removes the oldest spooled files beyond [`SPOOL_FILES`].
+fn prune_spool(root: &Path) {
+    let mut files: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter_map(|f| Some((f.metadata().ok()?.modified().ok()?, f.path())))
+        .collect();
+    if files.len() <= SPOOL_FILES {
+        return;
+    }
+    files.sort();
+    for (_, p) in &files[..files.len() - SPOOL_FILES] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// With `--media-public-url`, a playlist whose segment and init-section URIs point at
+/// `<url>/<stream>/<file>` (the bucket or a CDN in front of it: players fetch the bulk of the
+/// bytes there). LL-HLS parts and preload hints keep pointing at this server: a hinted part is
+/// requested before it exists and this server holds that request until it is written, which an
+/// object store or CDN would answer with 404. Without the flag the body is returned as it is.
+pub fn public_playlist(cfg: &crate::config::ApiConfig, stream: &StreamName, body: Bytes) -> Bytes {
+    let Some(base) = cfg.media_public_url.as_deref() else {
+        return body;
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return body;
+    };
+    let prefix = format!("{}/{}/", base.trim_end_matches('/'), stream.as_str());
+    let mut out = String::with_capacity(text.len() + 64 * prefix.len());
+    for line in text.split_inclusive('\n') {
+        if !line.starts_with('#') && !line.trim().is_empty() {
+            out.push_str(&prefix);
+            out.push_str(line);
+        } else if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            out.push_str("#EXT-X-MAP:URI=\"");
+            out.push_str(&prefix);
+            out.push_str(rest);
+        } else {
+            out.push_str(line);
+        }
+    }
+    Bytes::from(out)
 }
 
 /// What a valid media file name in a stream directory is.
@@ -49,6 +149,10 @@ impl MediaKind {
 /// Classifies a file name, accepting only our own patterns: `e` + 1-10 digits + `-` + (8-20
 /// digits + `.m4s`/`.ts` | `init.mp4`). Anything else (dots, slashes, encodings) is refused.
 pub fn classify(name: &str) -> Option<MediaKind> {
+    // LL-HLS parts (`e{E}-{seq:08}.p{i}.m4s`) are fMP4 segments too; one spelling, in clock.
+    if hlsmark_clock::Part::parse_file_name(name).is_some() {
+        return Some(MediaKind::Fmp4Segment);
+    }
     let rest = name.strip_prefix('e')?;
     let dash = rest.find('-')?;
     let (epoch, rest) = (&rest[..dash], &rest[dash + 1..]);
@@ -69,37 +173,115 @@ pub fn classify(name: &str) -> Option<MediaKind> {
     }
 }
 
-/// Open files of recently served segments, so that serving a hot segment again costs no system
-/// call before its bytes leave (a live stream's newest segments are asked for by every viewer).
-/// A path is `stat`ed again once its last look is older than `fresh` (`--revalidate`, 20 ms, the
-/// staleness the playlist has too): a segment removed by retention answers 404 from then on,
-/// and a replaced file (another inode, length or mtime) is opened again. Until then the open file
-/// is served, whose bytes stay exactly the segment's. Measured with 2 workers, the `stat` of one
-/// hot path on every request cost about 1 µs of kernel time per request (the workers contend for
-/// the path's dentry). `sendfile` reads at an explicit offset, so connections share one open file.
+/// Files this size or smaller are kept in memory once served (a 720p camera makes 250 KB-4 MB
+/// segments); bigger ones are streamed from disk in [`CHUNK`]-byte reads.
+const MAX_CACHED_FILE: u64 = 8 << 20;
+/// Bytes of file contents the cache holds at most.
+const MAX_CACHED_BYTES: u64 = 64 << 20;
+/// Read size of a streamed (uncached) file.
+const CHUNK: u64 = 256 << 10;
+
+/// The former name of [`MediaCache`] (`AppState::open_files`).
+pub type OpenFiles = MediaCache;
+
+/// Opens the regular file at `path` for reading without following a symlink at its end
+/// (`O_NOFOLLOW`: a link answers `NotFound`), without blocking on a FIFO (`O_NONBLOCK`), and only
+/// if the file it opened lies inside `root` (the directories on the way may be links, e.g. a data
+/// directory on another disk, as long as the file they reach is under the root's real path).
+/// Anything else is `NotFound`: a segment named `link.m4s` -> `/etc/passwd` is never served.
+pub fn open_inside(root: &Path, path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // The name is a symlink.
+            Some(code) if code == nix::errno::Errno::ELOOP as i32 => {
+                io::Error::new(io::ErrorKind::NotFound, "a symlink is not served")
+            }
+            _ => e,
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    if !is_inside(root, &file)? {
+        tracing::warn!(
+            path = %path.display(),
+            root = %root.display(),
+            "refused a file that resolves outside the served directory"
+        );
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the file lies outside the served directory",
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// Whether the open `file` lies under `root`'s real path (by the kernel's name of the open file).
+fn is_inside(root: &Path, file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd as _;
+    let real_root = std::fs::canonicalize(root)?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    Ok(real.starts_with(&real_root) && real != real_root)
+}
+
+/// Recently served media files in memory: every viewer of a live stream asks for the same newest
+/// segments, so each is read from disk once and then answered from one shared `Bytes`. Bounded by
+/// entries and by [`MAX_CACHED_BYTES`] (least recently used go first). An entry keeps the file it
+/// was read from open: a hit checks that file's link count (`fstat`, no path walk), so a segment
+/// that retention deleted, or that was replaced by a rename, leaves the cache (and its memory) on
+/// the next request for it, which answers 404 or the new file. The path itself is looked at again
+/// once its last look is older than `fresh` (`--revalidate`, 20 ms), for file systems whose
+/// deleted-but-open files keep a link (NFS), and to verify its identity (inode, length, mtime).
 #[derive(Debug)]
-pub struct OpenFiles {
-    cap: usize,
+pub struct MediaCache {
+    max_entries: usize,
     fresh: Duration,
-    inner: Mutex<OpenInner>,
+    inner: Mutex<CacheInner>,
+    /// `--media s3://...`: media is read from this store instead of `<data-dir>/hls`.
+    pub remote: Option<RemoteMedia>,
 }
 
 #[derive(Debug, Default)]
-struct OpenInner {
+struct CacheInner {
     // Keyed by the path's bytes (hashing a `Path` walks its components).
-    map: HashMap<OsString, OpenFile>,
-    order: VecDeque<OsString>,
+    map: HashMap<OsString, Cached>,
+    bytes: u64,
+    /// Use counter: the entry with the smallest `used` is the least recently used.
+    tick: u64,
 }
 
-/// One open file with what the answers need to know about it.
-#[derive(Debug, Clone)]
-pub struct OpenFile {
-    pub file: Arc<File>,
-    pub len: u64,
-    pub validators: Arc<Validators>,
+#[derive(Debug)]
+struct Cached {
+    media: Media,
+    /// The file the bytes were read from (its link count tells whether it was deleted).
+    file: Arc<File>,
     identity: Identity,
     /// When the path was last seen to name this file.
     checked: Instant,
+    used: u64,
+}
+
+/// One version of a media file, with what its answers need.
+#[derive(Debug, Clone)]
+pub struct Media {
+    pub body: MediaBody,
+    pub len: u64,
+    pub validators: Arc<Validators>,
+}
+
+/// Where a media file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum MediaBody {
+    /// The whole file, read once and shared by every answer.
+    Memory(Bytes),
+    /// An open file too big for the cache, read in chunks while it is sent (an open file stays
+    /// readable when retention removes its name).
+    File(Arc<File>),
 }
 
 /// What tells one version of a file from another.
@@ -123,73 +305,330 @@ impl Identity {
     }
 }
 
-impl OpenFiles {
-    /// At most `cap` files; a path `stat`ed less than `fresh` ago is not `stat`ed again.
-    pub fn new(cap: usize, fresh: Duration) -> Self {
+/// Whether an open file still has a name (a deleted one has none; a renamed-over one neither).
+fn still_linked(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    file.metadata().is_ok_and(|m| m.nlink() > 0)
+}
+
+impl MediaCache {
+    /// At most `max_entries` files (and [`MAX_CACHED_BYTES`]); a path `stat`ed less than `fresh`
+    /// ago is not `stat`ed again.
+    pub fn new(max_entries: usize, fresh: Duration) -> Self {
         Self {
-            cap,
+            max_entries,
             fresh,
-            inner: Mutex::new(OpenInner::default()),
+            inner: Mutex::new(CacheInner::default()),
+            remote: None,
         }
     }
 
-    /// The regular file at `path` as it is now (as it was at most `fresh` ago); `NotFound` for
-    /// anything else.
-    pub fn open(&self, path: &Path) -> io::Result<OpenFile> {
+    /// Reads media from `store` (a remote media store) instead of the data directory.
+    pub fn with_remote(mut self, store: SharedMedia) -> Self {
+        self.remote = Some(RemoteMedia::new(store));
+        self
+    }
+
+    /// The regular file at `path` (under `root`, see [`open_inside`]) as it is now; `NotFound`
+    /// for anything else. Reads a file that is not cached on the blocking pool (needs the actix
+    /// runtime, as every handler has).
+    pub async fn get(&self, root: &Path, path: &Path) -> io::Result<Media> {
         let started = Instant::now();
-        if !self.fresh.is_zero()
-            && let Ok(inner) = self.inner.lock()
-            && let Some(f) = inner.map.get(path.as_os_str())
-            && started.saturating_duration_since(f.checked) < self.fresh
-        {
-            return Ok(f.clone());
+        if let Some((media, file, checked)) = self.hit(path) {
+            if !still_linked(&file) {
+                // Deleted (retention) or replaced: out of memory now, whatever `fresh` says.
+                self.forget(path);
+            } else if !self.fresh.is_zero()
+                && started.saturating_duration_since(checked) < self.fresh
+            {
+                return Ok(media);
+            }
         }
-        let meta = std::fs::metadata(path)?;
-        if !meta.is_file() {
-            return Err(io::ErrorKind::NotFound.into());
-        }
-        let now = Identity::of(&meta);
-        if let Ok(mut inner) = self.inner.lock()
-            && let Some(f) = inner.map.get_mut(path.as_os_str())
-            && f.identity == now
-        {
-            f.checked = started;
-            return Ok(f.clone());
-        }
-        let file = File::open(path)?;
-        // Described by the open file itself: the bytes sent are the ones these headers describe.
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::ErrorKind::NotFound.into());
-        }
-        let opened = OpenFile {
-            file: Arc::new(file),
-            len: meta.len(),
-            validators: Arc::new(Validators::of(&meta)),
-            identity: Identity::of(&meta),
-            checked: started,
+        let (file, meta) = match open_inside(root, path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.forget(path);
+                return Err(e);
+            }
         };
-        if self.cap > 0
-            && let Ok(mut inner) = self.inner.lock()
-        {
-            let key = path.as_os_str().to_owned();
-            if inner.map.insert(key.clone(), opened.clone()).is_none() {
-                inner.order.push_back(key);
-            }
-            while inner.map.len() > self.cap {
-                let Some(oldest) = inner.order.pop_front() else {
-                    break;
-                };
-                inner.map.remove(&oldest);
-            }
+        let now = Identity::of(&meta);
+        if let Some(m) = self.same(path, &now, started) {
+            return Ok(m);
         }
-        Ok(opened)
+        if meta.len() > MAX_CACHED_FILE {
+            self.forget(path);
+            // Described by the open file itself: the bytes sent are the ones these headers say.
+            return Ok(Media {
+                body: MediaBody::File(Arc::new(file)),
+                len: meta.len(),
+                validators: Arc::new(Validators::of(&meta)),
+            });
+        }
+        let file = Arc::new(file);
+        let reading = file.clone();
+        let len = meta.len();
+        let bytes = actix_web::web::block(move || read_whole(&reading, len))
+            .await
+            .map_err(io::Error::other)??;
+        let media = Media {
+            len: bytes.len() as u64,
+            body: MediaBody::Memory(bytes),
+            validators: Arc::new(Validators::of(&meta)),
+        };
+        self.insert(path, &media, file, now, started);
+        Ok(media)
     }
 
-    /// Files held open now.
+    /// The cached media of `path`, its file and when the path was last looked at (marks it used).
+    fn hit(&self, path: &Path) -> Option<(Media, Arc<File>, Instant)> {
+        let mut inner = self.inner.lock().ok()?;
+        inner.tick += 1;
+        let tick = inner.tick;
+        let c = inner.map.get_mut(path.as_os_str())?;
+        c.used = tick;
+        Some((c.media.clone(), c.file.clone(), c.checked))
+    }
+
+    /// The cached media of `path` if it is still the file with identity `now` (then the path
+    /// counts as looked at, at `checked`).
+    fn same(&self, path: &Path, now: &Identity, checked: Instant) -> Option<Media> {
+        let mut inner = self.inner.lock().ok()?;
+        let c = inner.map.get_mut(path.as_os_str())?;
+        if c.identity != *now {
+            return None;
+        }
+        c.checked = checked;
+        Some(c.media.clone())
+    }
+
+    /// Drops the entry of a path that no longer names a cacheable file.
+    fn forget(&self, path: &Path) {
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some(old) = inner.map.remove(path.as_os_str())
+        {
+            inner.bytes -= old.media.len;
+        }
+    }
+
+    fn insert(
+        &self,
+        path: &Path,
+        media: &Media,
+        file: Arc<File>,
+        identity: Identity,
+        checked: Instant,
+    ) {
+        if self.max_entries == 0 {
+            return;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.tick += 1;
+        let used = inner.tick;
+        let entry = Cached {
+            media: media.clone(),
+            file,
+            identity,
+            checked,
+            used,
+        };
+        if let Some(old) = inner.map.insert(path.as_os_str().to_owned(), entry) {
+            inner.bytes -= old.media.len;
+        }
+        inner.bytes += media.len;
+        while inner.map.len() > self.max_entries || inner.bytes > MAX_CACHED_BYTES {
+            let Some(oldest) = inner
+                .map
+                .iter()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(old) = inner.map.remove(&oldest) {
+                inner.bytes -= old.media.len;
+            }
+        }
+    }
+
+    /// Files held now.
     pub fn len(&self) -> usize {
+        if let Some(r) = &self.remote {
+            return r.len();
+        }
         self.inner.lock().map_or(0, |i| i.map.len())
     }
+
+    /// Bytes of file contents held now.
+    pub fn bytes(&self) -> u64 {
+        if let Some(r) = &self.remote {
+            return r.bytes();
+        }
+        self.inner.lock().map_or(0, |i| i.bytes)
+    }
+}
+
+/// How long a remote object is answered from memory before it is fetched again: names are never
+/// reused while a stream lives (epoch and sequence are in them), so this only bounds how long a
+/// deleted object (retention, a wiped stream) is still served by this node.
+const REMOTE_FRESH: Duration = Duration::from_secs(10);
+
+/// Media in a remote store (`--media s3://...`): each object is fetched whole once and shared
+/// from memory by every viewer (the live edge is the same few objects for all of them), least
+/// recently used out first, bounded by entries and [`MAX_CACHED_BYTES`]. Concurrent requests for
+/// an object not in memory wait for one fetch (a new part asked for by a thousand players is one
+/// GET). Objects over [`MAX_CACHED_FILE`] are answered but not kept.
+#[derive(Debug)]
+pub struct RemoteMedia {
+    store: SharedMedia,
+    inner: Mutex<RemoteInner>,
+}
+
+#[derive(Debug, Default)]
+struct RemoteInner {
+    map: HashMap<String, RemoteEntry>,
+    bytes: u64,
+    tick: u64,
+}
+
+#[derive(Debug)]
+struct RemoteEntry {
+    cell: Arc<tokio::sync::OnceCell<Media>>,
+    fetched: Instant,
+    used: u64,
+}
+
+impl RemoteMedia {
+    pub fn new(store: SharedMedia) -> Self {
+        Self {
+            store,
+            inner: Mutex::new(RemoteInner::default()),
+        }
+    }
+
+    /// The store media is read from.
+    pub fn store(&self) -> &SharedMedia {
+        &self.store
+    }
+
+    /// The object of `file` in `stream` (a name [`classify`] accepted); `Err(None)` when it is
+    /// not there, `Err(Some(e))` when the store failed.
+    pub async fn get(
+        &self,
+        stream: &StreamName,
+        file: &str,
+    ) -> Result<Media, Option<hlsmark_mediastore::MediaError>> {
+        let key = hlsmark_mediastore::stream_key(stream.as_str(), file);
+        let cell = {
+            let mut inner = self.inner.lock().map_err(|_| None)?;
+            inner.tick += 1;
+            let tick = inner.tick;
+            let stale = inner
+                .map
+                .get(&key)
+                .is_some_and(|e| e.fetched.elapsed() > REMOTE_FRESH);
+            if stale && let Some(old) = inner.map.remove(&key) {
+                inner.bytes -= old.cell.get().map_or(0, |m| m.len);
+            }
+            let e = inner.map.entry(key.clone()).or_insert_with(|| RemoteEntry {
+                cell: Arc::new(tokio::sync::OnceCell::new()),
+                fetched: Instant::now(),
+                used: tick,
+            });
+            e.used = tick;
+            e.cell.clone()
+        };
+        let fresh = !cell.initialized();
+        let got = cell
+            .get_or_try_init(|| async {
+                let o = self.store.get(&key, None).await?;
+                Ok::<_, hlsmark_mediastore::MediaError>(Media {
+                    len: o.bytes.len() as u64,
+                    validators: Arc::new(Validators::new(o.size, o.last_modified)),
+                    body: MediaBody::Memory(o.bytes),
+                })
+            })
+            .await;
+        match got {
+            Ok(m) => {
+                let m = m.clone();
+                if fresh {
+                    self.account(&key, &cell, m.len);
+                }
+                Ok(m)
+            }
+            Err(e) => {
+                self.forget(&key, &cell);
+                Err((!e.is_not_found()).then_some(e))
+            }
+        }
+    }
+
+    /// Counts a fetched object, drops one too big to keep, and evicts down to the bounds.
+    fn account(&self, key: &str, cell: &Arc<tokio::sync::OnceCell<Media>>, len: u64) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if !inner
+            .map
+            .get(key)
+            .is_some_and(|e| Arc::ptr_eq(&e.cell, cell))
+        {
+            return;
+        }
+        if len > MAX_CACHED_FILE {
+            inner.map.remove(key);
+            return;
+        }
+        inner.bytes += len;
+        while inner.map.len() > REMOTE_ENTRIES || inner.bytes > MAX_CACHED_BYTES {
+            let Some(oldest) = inner
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(old) = inner.map.remove(&oldest) {
+                inner.bytes -= old.cell.get().map_or(0, |m| m.len);
+            }
+        }
+    }
+
+    fn forget(&self, key: &str, cell: &Arc<tokio::sync::OnceCell<Media>>) {
+        if let Ok(mut inner) = self.inner.lock()
+            && inner
+                .map
+                .get(key)
+                .is_some_and(|e| Arc::ptr_eq(&e.cell, cell))
+        {
+            inner.map.remove(key);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |i| i.map.len())
+    }
+
+    fn bytes(&self) -> u64 {
+        self.inner.lock().map_or(0, |i| i.bytes)
+    }
+}
+
+/// Objects of a remote store kept in memory at most (a live window of 30 segments and ~25 parts
+/// for a few streams).
+const REMOTE_ENTRIES: usize = 256;
+
+/// The whole of an open regular file of `len` bytes.
+fn read_whole(file: &File, len: u64) -> io::Result<Bytes> {
+    let bytes = read_range(file, 0, len)?;
+    if file.metadata()?.len() != len {
+        // Written to in place while read: not a published segment (those are renamed into place).
+        return Err(io::Error::other("the file changed while it was read"));
+    }
+    Ok(bytes)
 }
 
 /// `len` bytes of `file` from `offset` (positional: the shared file's cursor is not used).
@@ -198,6 +637,131 @@ pub fn read_range(file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
     let mut buf = vec![0; usize::try_from(len).map_err(io::Error::other)?];
     file.read_exact_at(&mut buf, offset)?;
     Ok(Bytes::from(buf))
+}
+
+/// `len` bytes of `file` from `offset` as a body stream of [`CHUNK`]-byte reads on the blocking
+/// pool.
+fn file_stream(
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> {
+    futures_util::stream::try_unfold((file, offset, len), |(file, at, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let n = left.min(CHUNK);
+        let f = file.clone();
+        let chunk = actix_web::web::block(move || read_range(&f, at, n))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(Some((chunk, (file, at + n, left - n))))
+    })
+}
+
+/// The answer to a GET or HEAD of a media file of a stream (segment, init section; LL-HLS parts
+/// belong here too): the one place such answers are built. Strict name (404 `not_found`
+/// otherwise), 404 `segment_not_found` when the file is not (or no longer) there; validators,
+/// 304, one range (206, or 416 past the end), immutable caching.
+pub async fn media_answer(
+    req: &HttpRequest,
+    cache: &MediaCache,
+    metrics: &Metrics,
+    data_dir: &Path,
+    stream: &StreamName,
+    file: &str,
+) -> Result<HttpResponse, ApiError> {
+    let kind = classify(file).ok_or_else(|| {
+        ApiError::not_found(
+            "not_found",
+            format!(
+                "{:?} is not a segment or init file name (e<epoch>-<seq>.m4s, e<epoch>-init.mp4)",
+                file.chars().take(80).collect::<String>()
+            ),
+        )
+    })?;
+    let missing = || {
+        ApiError::not_found(
+            "segment_not_found",
+            format!("{file} is not (or no longer) available in stream {stream}"),
+        )
+    };
+    let media = if let Some(remote) = &cache.remote {
+        // `--media s3://...`: the object store, through the in-memory cache of the live edge.
+        remote.get(stream, file).await.map_err(|e| match e {
+            Some(e) => {
+                tracing::warn!(stream = %stream, file, error = ?e, "media store read failed");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "media_store_unavailable",
+                    format!("{file} of stream {stream} could not be read from the media store"),
+                )
+            }
+            None => missing(),
+        })?
+    } else {
+        // Both parts are validated to [A-Za-z0-9_-] and our name pattern, and the file opened
+        // must lie under <data-dir>/hls (no symlink out of it is followed).
+        let path = media_path(data_dir, stream, file);
+        cache
+            .get(&data_dir.join("hls"), &path)
+            .await
+            .map_err(|_| missing())?
+    };
+    let total = media.len;
+    let decided = answer(req.headers(), &media.validators, total);
+    let mut res = match decided {
+        Answer::NotModified => HttpResponse::NotModified(),
+        Answer::Full => HttpResponse::Ok(),
+        Answer::Partial { .. } => HttpResponse::PartialContent(),
+        Answer::Unsatisfiable => {
+            let mut res = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("{file} has {total} bytes; the requested range starts beyond its end"),
+            )
+            .error_response();
+            res.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{total}"))
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            );
+            return Ok(res);
+        }
+    };
+    res.insert_header((header::CACHE_CONTROL, IMMUTABLE))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    for h in &media.validators.headers {
+        res.insert_header(h.clone());
+    }
+    let (offset, len) = match decided {
+        Answer::NotModified => return Ok(res.finish()),
+        Answer::Partial { start, len } => {
+            res.insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{total}", start + len - 1),
+            ));
+            (start, len)
+        }
+        _ => (0, total),
+    };
+    res.content_type(kind.content_type());
+    metrics.files_served.fetch_add(1, Ordering::Relaxed);
+    if req.method() != Method::HEAD {
+        metrics.file_bytes_served.fetch_add(len, Ordering::Relaxed);
+    }
+    Ok(match media.body {
+        MediaBody::Memory(bytes) => {
+            let start = usize::try_from(offset).map_err(|e| ApiError::internal(e.to_string()))?;
+            let end =
+                usize::try_from(offset + len).map_err(|e| ApiError::internal(e.to_string()))?;
+            res.body(bytes.slice(start..end))
+        }
+        MediaBody::File(file) => res.body(SizedStream::new(
+            len,
+            Box::pin(file_stream(file, offset, len)),
+        )),
+    })
 }
 
 /// How a file request is answered (RFC 9110 validators, conditional requests and one byte range).
@@ -225,7 +789,11 @@ pub struct Validators {
 
 impl Validators {
     pub fn of(meta: &std::fs::Metadata) -> Self {
-        let mtime = meta.modified().ok();
+        Self::new(meta.len(), meta.modified().ok())
+    }
+
+    /// From a length and a modification time (a file's, or an object's in a media store).
+    pub fn new(len: u64, mtime: Option<SystemTime>) -> Self {
         let nanos = mtime
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
@@ -233,7 +801,7 @@ impl Validators {
         let whole_secs = mtime
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()));
-        let etag = format!("\"{:x}-{nanos:x}\"", meta.len());
+        let etag = format!("\"{len:x}-{nanos:x}\"");
         let last_modified = whole_secs.map(HttpDate::from);
         let mut headers = Vec::with_capacity(2);
         if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -346,6 +914,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_public_url_moves_segments_and_init_but_not_parts() {
+        let text = "#EXTM3U\n#EXT-X-MAP:URI=\"e0-init.mp4?v=1a\"\n#EXTINF:1.00000,\n\
+                    e0-00000001.m4s?v=1a\n#EXT-X-PART:DURATION=0.2,URI=\"e0-00000002.p0.m4s?v=1a\"\n\
+                    #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"e0-00000002.p1.m4s?v=1a\"\n";
+        let mut cfg = crate::config::ApiConfig::new(PathBuf::from("/tmp/x"));
+        let body = Bytes::from(text);
+        // Without the flag: the same bytes (no copy).
+        assert_eq!(
+            public_playlist(&cfg, &StreamName::live(), body.clone()),
+            body
+        );
+        cfg.media_public_url = Some("https://cdn.example/m/".into());
+        let out = public_playlist(&cfg, &StreamName::live(), body);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "#EXTM3U\n#EXT-X-MAP:URI=\"https://cdn.example/m/live/e0-init.mp4?v=1a\"\n\
+             #EXTINF:1.00000,\nhttps://cdn.example/m/live/e0-00000001.m4s?v=1a\n\
+             #EXT-X-PART:DURATION=0.2,URI=\"e0-00000002.p0.m4s?v=1a\"\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"e0-00000002.p1.m4s?v=1a\"\n"
+        );
+    }
+
+    #[test]
     fn only_our_names_pass() {
         assert_eq!(classify("e0-00000001.m4s"), Some(MediaKind::Fmp4Segment));
         assert_eq!(
@@ -396,64 +987,152 @@ mod tests {
         h
     }
 
-    #[test]
-    fn open_files_follow_the_path() {
+    fn memory(m: &Media) -> Bytes {
+        match &m.body {
+            MediaBody::Memory(b) => b.clone(),
+            MediaBody::File(_) => panic!("expected a cached file"),
+        }
+    }
+
+    #[actix_web::test]
+    async fn the_cache_follows_the_path() {
         let dir = tempfile::tempdir().unwrap();
-        let files = OpenFiles::new(2, Duration::ZERO);
+        let cache = MediaCache::new(2, Duration::ZERO);
         let p = dir.path().join("e0-00000001.m4s");
         std::fs::write(&p, b"first").unwrap();
-        let a = files.open(&p).unwrap();
-        let b = files.open(&p).unwrap();
-        assert!(
-            Arc::ptr_eq(&a.file, &b.file),
-            "the second answer reuses the open file"
+        let a = cache.get(dir.path(), &p).await.unwrap();
+        let b = cache.get(dir.path(), &p).await.unwrap();
+        assert_eq!(
+            memory(&a).as_ptr(),
+            memory(&b).as_ptr(),
+            "the second answer shares the bytes read once"
         );
-        // Replaced (new inode, as the generator's rename does): opened again.
+        // Replaced (new inode, as the segmenter's rename does): read again.
         let tmp = dir.path().join("tmp");
         std::fs::write(&tmp, b"second!").unwrap();
         std::fs::rename(&tmp, &p).unwrap();
-        let c = files.open(&p).unwrap();
-        assert!(!Arc::ptr_eq(&a.file, &c.file));
+        let c = cache.get(dir.path(), &p).await.unwrap();
+        assert_eq!(&memory(&c)[..], b"second!");
         assert_eq!(c.len, 7);
         assert_ne!(a.validators.etag, c.validators.etag);
-        // Removed by retention: gone at once, although still open here.
+        // Removed by retention: gone at once, and dropped from memory.
         std::fs::remove_file(&p).unwrap();
-        assert_eq!(files.open(&p).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(
-            files.open(dir.path()).unwrap_err().kind(),
+            cache.get(dir.path(), &p).await.unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+        assert_eq!(
+            cache.get(dir.path(), dir.path()).await.unwrap_err().kind(),
             io::ErrorKind::NotFound,
             "a directory is not a file"
         );
-        // Bounded.
-        for i in 0..5 {
-            let q = dir.path().join(format!("f{i}"));
-            std::fs::write(&q, b"x").unwrap();
-            files.open(&q).unwrap();
+        // Bounded by entries; the least recently used goes first.
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("f{i}")), b"xy").unwrap();
         }
-        assert_eq!(files.len(), 2);
+        cache.get(dir.path(), &dir.path().join("f0")).await.unwrap();
+        cache.get(dir.path(), &dir.path().join("f1")).await.unwrap();
+        cache.get(dir.path(), &dir.path().join("f0")).await.unwrap();
+        cache.get(dir.path(), &dir.path().join("f2")).await.unwrap();
+        assert_eq!((cache.len(), cache.bytes()), (2, 4));
+        let inner = cache.inner.lock().unwrap();
+        assert!(inner.map.contains_key(dir.path().join("f0").as_os_str()));
+        assert!(!inner.map.contains_key(dir.path().join("f1").as_os_str()));
     }
 
-    #[test]
-    fn a_path_looked_at_within_fresh_is_not_looked_at_again() {
+    #[actix_web::test]
+    async fn the_cache_is_bounded_in_bytes_and_big_files_are_streamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = MediaCache::new(1000, Duration::ZERO);
+        let size = usize::try_from(MAX_CACHED_FILE).unwrap();
+        for i in 0..9 {
+            std::fs::write(dir.path().join(format!("f{i}")), vec![7u8; size]).unwrap();
+            cache
+                .get(dir.path(), &dir.path().join(format!("f{i}")))
+                .await
+                .unwrap();
+            assert!(cache.bytes() <= MAX_CACHED_BYTES);
+        }
+        assert_eq!(cache.len(), 8, "64 MiB hold eight 8 MiB files");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![1u8; size + 1]).unwrap();
+        let m = cache.get(dir.path(), &big).await.unwrap();
+        assert!(matches!(m.body, MediaBody::File(_)));
+        assert_eq!(m.len, MAX_CACHED_FILE + 1);
+        assert_eq!(cache.len(), 8, "not cached");
+    }
+
+    #[actix_web::test]
+    async fn a_deleted_file_leaves_the_cache_at_once_even_within_fresh() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e0-00000001.m4s");
         std::fs::write(&path, b"first").unwrap();
-        let files = OpenFiles::new(4, Duration::from_secs(3600));
-        assert_eq!(files.open(&path).unwrap().len, 5);
-        // Removed: still the open file's exact bytes while the last look is fresh.
+        // An hour of `fresh`: only the link count can tell.
+        let cache = MediaCache::new(4, Duration::from_secs(3600));
+        assert_eq!(cache.get(dir.path(), &path).await.unwrap().len, 5);
+        assert_eq!((cache.len(), cache.bytes()), (1, 5));
         std::fs::remove_file(&path).unwrap();
-        let held = files.open(&path).unwrap();
-        assert_eq!(&read_range(&held.file, 0, held.len).unwrap()[..], b"first");
-        // With a short window, the next look after it finds the file gone.
-        let files = OpenFiles::new(4, Duration::from_millis(5));
-        std::fs::write(&path, b"second").unwrap();
-        assert_eq!(files.open(&path).unwrap().len, 6);
-        std::fs::remove_file(&path).unwrap();
-        std::thread::sleep(Duration::from_millis(10));
         assert_eq!(
-            files.open(&path).unwrap_err().kind(),
+            cache.get(dir.path(), &path).await.unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
+        assert_eq!((cache.len(), cache.bytes()), (0, 0), "entry and bytes gone");
+        // Replaced by a rename (a new inode): the new bytes at once.
+        std::fs::write(&path, b"second").unwrap();
+        assert_eq!(cache.get(dir.path(), &path).await.unwrap().len, 6);
+        let tmp = dir.path().join("tmp");
+        std::fs::write(&tmp, b"third!!").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(
+            &memory(&cache.get(dir.path(), &path).await.unwrap())[..],
+            b"third!!"
+        );
+        assert_eq!((cache.len(), cache.bytes()), (1, 7));
+    }
+
+    #[actix_web::test]
+    async fn a_symlink_is_never_followed_out_of_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, b"root:x:0:0").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let stream = root.path().join("live");
+        std::fs::create_dir(&stream).unwrap();
+        let cache = MediaCache::new(4, Duration::ZERO);
+        // A link as the file itself, to a file outside and to one inside.
+        std::os::unix::fs::symlink(&secret, stream.join("e0-00000001.m4s")).unwrap();
+        std::fs::write(stream.join("real"), b"inside").unwrap();
+        std::os::unix::fs::symlink(stream.join("real"), stream.join("e0-00000002.m4s")).unwrap();
+        for name in ["e0-00000001.m4s", "e0-00000002.m4s"] {
+            let e = cache
+                .get(root.path(), &stream.join(name))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{name}");
+        }
+        // A stream directory that is a link out of the root.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("evil")).unwrap();
+        let e = cache
+            .get(root.path(), &root.path().join("evil").join("secret"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert_eq!(cache.len(), 0);
+        // A FIFO does not block the open.
+        let fifo = stream.join("e0-00000003.m4s");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = cache.get(root.path(), &fifo).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        // A root reached through a link is fine: the check uses its real path.
+        let alias = outside.path().join("alias");
+        std::os::unix::fs::symlink(root.path(), &alias).unwrap();
+        std::fs::write(stream.join("e0-00000004.m4s"), b"ok").unwrap();
+        let m = cache
+            .get(&alias, &alias.join("live").join("e0-00000004.m4s"))
+            .await
+            .unwrap();
+        assert_eq!(m.len, 2);
     }
 
     #[test]

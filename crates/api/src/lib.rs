@@ -9,33 +9,30 @@
 mod body_deadline;
 mod config;
 mod error;
-mod fastpath;
 mod files;
+mod limits;
 mod metrics;
 mod openapi;
+mod page;
+mod readiness;
 mod routes;
 mod server;
+mod services;
+mod sse;
 mod state;
-mod zerocopy;
-
-// Segment files leave with Linux's sendfile(2) (see `zerocopy`); other systems run the Docker image.
-#[cfg(not(target_os = "linux"))]
-compile_error!("hlsmark-api needs Linux (sendfile); on other systems use the Docker image");
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Instant;
 
-use actix_web::HttpMessage as _;
-use actix_web::dev::Service as _;
-use actix_web::middleware::{Condition, ErrorHandlers};
-use actix_web::{App, web};
-use futures_util::FutureExt as _;
+use actix_web::web;
 use hlsmark_store::Store;
 
-pub use config::{ApiConfig, ConfigError};
+pub use config::{ApiConfig, ConfigError, TlsFiles};
 pub use error::{ApiError, error_body};
+pub use readiness::{DirWriteProbe, ProbeFuture, WriteProbe};
+pub use server::{FdLimit, TlsError, connection_budget, fd_limit, raise_fd_limit};
+pub use services::webhooks::marker_json as webhook_marker_json;
 pub use state::AppState;
 
 /// Why the server could not start or stopped with an error.
@@ -51,6 +48,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("HTTP server failed")]
     Server(#[source] std::io::Error),
 }
@@ -67,6 +66,15 @@ pub const ROUTES: &[&str] = &[
     "/markers",
     "/markers/live",
     "/markers/{id}",
+    "/markers/{id}/thumbnail.jpg",
+    "/markers/{id}/clip.mp4",
+    "/clips/{stream}.mp4",
+    "/preview/{stream}.gif",
+    "/preview/{stream}.mjpeg",
+    "/thumbnail/{stream}.jpg",
+    "/thumbs/{stream}.vtt",
+    "/thumbs/{stream}/{seq}.jpg",
+    "/streams",
     "/timeline",
     "/debug/timeline",
     "/healthz",
@@ -97,8 +105,8 @@ fn get_or_head() -> actix_web::Route {
 
 /// Registers every route (used by the server and usable with `actix_web::test`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use routes::{hls, markers, meta};
-    cfg.service(res("/").route(get_or_head().to(meta::index)))
+    use routes::{clips, hls, markers, meta, preview, streams};
+    cfg.service(res("/").route(get_or_head().to(page::index)))
         // "/hls/{stream}/index.m3u8", "/hls/{stream}/vod.m3u8", "/hls/{stream}/{file}": one
         // static prefix and a split instead of three regex captures per request (a segment
         // request used to try all three, and every other request the first two).
@@ -114,17 +122,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(get_or_head().to(markers::get))
                 .route(web::delete().to(markers::delete)),
         )
+        .service(
+            res("/markers/{id}/thumbnail.jpg").route(get_or_head().to(preview::marker_thumbnail)),
+        )
+        .service(res("/markers/{id}/clip.mp4").route(get_or_head().to(clips::marker_clip)))
+        .service(res("/clips/{stream}.mp4").route(get_or_head().to(clips::range_clip)))
+        .service(res("/preview/{stream}.gif").route(get_or_head().to(preview::gif)))
+        .service(res("/preview/{stream}.mjpeg").route(get_or_head().to(preview::mjpeg)))
+        .service(res("/thumbnail/{stream}.jpg").route(get_or_head().to(preview::thumbnail)))
+        .service(res("/thumbs/{stream}.vtt").route(get_or_head().to(preview::thumbs_track)))
+        .service(res("/thumbs/{stream}/{seq}.jpg").route(get_or_head().to(preview::thumbs_tile)))
+        .service(res("/streams").route(get_or_head().to(streams::list)))
         .service(res("/timeline").route(get_or_head().to(meta::timeline)))
         .service(res("/debug/timeline").route(get_or_head().to(meta::debug_timeline)))
         .service(res("/healthz").route(get_or_head().to(meta::healthz)))
         .service(res("/readyz").route(get_or_head().to(meta::readyz)))
         .service(res("/metrics").route(get_or_head().to(meta::metrics)))
         .service(res("/openapi.json").route(get_or_head().to(meta::openapi)))
-        .service(res("/assets/{file}").route(get_or_head().to(meta::asset)))
-        .service(res("/{file}").route(get_or_head().to(meta::top_level_file)));
+        .service(res("/assets/{file}").route(get_or_head().to(page::asset)))
+        .service(res("/{file}").route(get_or_head().to(page::top_level_file)));
 }
 
-fn cors(cfg: &ApiConfig) -> actix_cors::Cors {
+pub(crate) fn cors(cfg: &ApiConfig) -> actix_cors::Cors {
     let allowed: Arc<Vec<String>> = Arc::new(cfg.cors_origins.clone());
     actix_cors::Cors::default()
         .allowed_origin_fn(move |origin, head| {
@@ -159,18 +178,21 @@ pub struct Api {
     listener: TcpListener,
     addr: SocketAddr,
     cfg: ApiConfig,
+    tls: Option<rustls::ServerConfig>,
     store: Arc<dyn Store>,
 }
 
 impl Api {
-    /// Validates the config and binds `cfg.listen`.
+    /// Validates the config, reads the TLS files and binds `cfg.listen`.
     pub fn bind(cfg: ApiConfig, store: Arc<dyn Store>) -> Result<Self, ServeError> {
         cfg.validate()?;
+        // Before binding: a bad certificate is reported as such, not as a busy port.
+        let tls = cfg.tls.as_ref().map(server::tls_config).transpose()?;
         let listener = TcpListener::bind(cfg.listen).map_err(|source| ServeError::Bind {
             addr: cfg.listen,
             source,
         })?;
-        Self::from_listener(listener, cfg, store)
+        Self::assemble(listener, cfg, tls, store)
     }
 
     /// Uses an already bound listener (tests bind port 0 and read the address).
@@ -180,6 +202,16 @@ impl Api {
         store: Arc<dyn Store>,
     ) -> Result<Self, ServeError> {
         cfg.validate()?;
+        let tls = cfg.tls.as_ref().map(server::tls_config).transpose()?;
+        Self::assemble(listener, cfg, tls, store)
+    }
+
+    fn assemble(
+        listener: TcpListener,
+        cfg: ApiConfig,
+        tls: Option<rustls::ServerConfig>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, ServeError> {
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: cfg.listen,
             source,
@@ -188,6 +220,7 @@ impl Api {
             listener,
             addr,
             cfg,
+            tls,
             store,
         })
     }
@@ -196,74 +229,22 @@ impl Api {
         self.addr
     }
 
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, ends SSE streams, lets in-flight
     /// requests finish (up to `shutdown_timeout`) and returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let scheme = self.scheme();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let cfg = self.cfg.clone();
-        let state = web::Data::new(AppState::new(self.store, cfg.clone(), stop_rx));
-        let metrics = state.metrics.clone();
-        let body_limit = cfg.body_limit;
-        let body_timeout = cfg.body_timeout;
-        let use_cors = !cfg.cors_origins.is_empty();
-        let app_state = state.clone();
-        let app = move || {
-            let m = app_state.metrics.clone();
-            App::new()
-                .app_data(app_state.clone())
-                .app_data(web::PayloadConfig::new(body_limit))
-                .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                    ApiError::bad_request("invalid_query", e.to_string()).into()
-                }))
-                .app_data(web::PathConfig::default().error_handler(|e, _| {
-                    ApiError::bad_request("invalid_path", e.to_string()).into()
-                }))
-                .configure(configure)
-                .default_service(web::to(routes::meta::not_found))
-                // Innermost, so the 408/503 it makes still gets CORS headers and is counted.
-                .wrap_fn({
-                    let shutdown = app_state.shutdown.clone();
-                    move |mut req, srv| {
-                        let guard = body_deadline::arm(&mut req, body_timeout, &shutdown);
-                        srv.call(req)
-                            .map(move |res| res.map(|res| body_deadline::answer(res, guard)))
-                    }
-                })
-                .wrap(Condition::new(use_cors, cors(&cfg)))
-                .wrap(ErrorHandlers::new().default_handler(error::json_error_net))
-                // Outermost: counts every answer, and marks where it ends for the connection's
-                // fast path (`zerocopy::mark_framing`).
-                .wrap_fn(move |req, srv| {
-                    let start = Instant::now();
-                    let m = m.clone();
-                    srv.call(req).map(move |mut res| {
-                        // An error that leaves the chain unanswered is answered by actix-http
-                        // unmarked: that connection then stops taking the fast path.
-                        if let Ok(res) = &mut res {
-                            // Resources are named by their pattern (the /hls/ dispatcher sets
-                            // its own): no allocation per request.
-                            let label = res.request().extensions().get::<RouteLabel>().map(|l| l.0);
-                            let route = label
-                                .or_else(|| res.request().match_name())
-                                .unwrap_or("unmatched");
-                            m.observe(
-                                route,
-                                res.request().method(),
-                                res.status().as_u16(),
-                                start.elapsed(),
-                            );
-                            zerocopy::mark_framing(res);
-                        }
-                        res
-                    })
-                })
-        };
-        let fast = Arc::new(fastpath::FastPath::new(state.clone(), use_cors));
-        let server = server::build(self.listener, self.addr, &self.cfg, metrics, fast, app)
-            .map_err(ServeError::Server)?;
+        let state = web::Data::new(AppState::new(self.store, self.cfg.clone(), stop_rx));
+        let server =
+            server::build(self.listener, &self.cfg, self.tls, state).map_err(ServeError::Server)?;
         let handle = server.handle();
         let mut server = tokio::spawn(server);
-        tracing::info!(addr = %self.addr, "API listening");
+        tracing::info!(addr = %self.addr, scheme, "API listening");
         tokio::select! {
             r = &mut server => {
                 return r.map_err(|e| ServeError::Server(std::io::Error::other(e)))?.map_err(ServeError::Server);

@@ -42,8 +42,6 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     pub files_served: AtomicU64,
     pub file_bytes_served: AtomicU64,
-    pub files_direct: AtomicU64,
-    pub fast_answers: AtomicU64,
     pub playlist_renders: AtomicU64,
 }
 
@@ -57,8 +55,6 @@ impl Default for Metrics {
             store_errors: AtomicU64::new(0),
             files_served: AtomicU64::new(0),
             file_bytes_served: AtomicU64::new(0),
-            files_direct: AtomicU64::new(0),
-            fast_answers: AtomicU64::new(0),
             playlist_renders: AtomicU64::new(0),
         }
     }
@@ -211,16 +207,6 @@ impl Metrics {
                 "hlsmark_file_bytes_served_total",
                 "Bytes of segment and init files served.",
                 load(&self.file_bytes_served),
-            ),
-            (
-                "hlsmark_files_direct_total",
-                "File answers written straight to the socket with sendfile, not through actix-http's write buffer.",
-                load(&self.files_direct),
-            ),
-            (
-                "hlsmark_fast_answers_total",
-                "Answers (segment and init files, live playlists; GET and HEAD) made by the connection's fast path, without actix-http parsing the request.",
-                load(&self.fast_answers),
             ),
             (
                 "hlsmark_playlist_renders_total",

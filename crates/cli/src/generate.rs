@@ -1,26 +1,27 @@
-//! `hlsmark generate`: parses the generator's flags (each with an `HLSMARK_*` variable), validates
-//! them into a [`GeneratorConfig`], opens the store and runs the generator until SIGINT/SIGTERM or
-//! `--stop-after`.
+//! `hlsmark generate`: ingest without the API. Parses the per-stream flags (each with an
+//! `HLSMARK_*` variable) or `--config`'s `[[stream]]` tables into validated
+//! [`StreamConfig`]s, opens the store and runs every stream until SIGINT/SIGTERM or their end.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hlsmark_clock::FrameRate;
-use hlsmark_generator::GeneratorConfig;
-use hlsmark_store::StreamName;
+use hlsmark_sources::StreamConfig;
 
 use crate::common::StoreArgs;
+use crate::streams::SourceArgs;
 
-/// Flags of the synthetic source and segmenter (shared by `generate` and `run`).
+/// Per-stream flags of segmenting and retention, and of the synthetic generator (shared by
+/// `generate` and `run`; `[[stream]]` keys of the same names override them).
 #[derive(Debug, Clone, clap::Args)]
 pub struct GeneratorArgs {
-    /// Frame width in pixels (even).
+    /// Frame width in pixels (even); for a `page:` source, the browser's viewport.
     #[arg(long, env = "HLSMARK_WIDTH", default_value_t = 1280)]
     pub width: u32,
-    /// Frame height in pixels (even).
+    /// Frame height in pixels (even); for a `page:` source, the browser's viewport.
     #[arg(long, env = "HLSMARK_HEIGHT", default_value_t = 720)]
     pub height: u32,
-    /// Frames per second: `30`, `25`, `30000/1001`.
+    /// Frames per second: `30`, `25`, `30000/1001` (the generator's, and a `page:` source's).
     #[arg(long, env = "HLSMARK_FPS", default_value = "30")]
     pub fps: FrameRate,
     /// Checkerboard block size in pixels (also the size of the mint event corner).
@@ -59,13 +60,58 @@ pub struct GeneratorArgs {
     /// The ffmpeg binary (name on PATH or a path).
     #[arg(long, env = "HLSMARK_FFMPEG", default_value = "ffmpeg")]
     pub ffmpeg: PathBuf,
+    /// The browser of `page:` sources (name on PATH or a path; Debian's `chromium`).
+    #[arg(long, env = "HLSMARK_CHROMIUM", default_value = "chromium")]
+    pub chromium: PathBuf,
+    /// Wait while another ingest holds a stream's lease and take over when it stops or dies
+    /// (needs a shared `redis://` store). Without it a held lease ends the start with one line
+    /// naming the holder.
+    #[arg(long, env = "HLSMARK_STANDBY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub standby: bool,
+    /// Ingest lease time: a standby takes over at most this long after the active ingest's last
+    /// renewal (renewed every third of it), e.g. `2s`.
+    #[arg(long, env = "HLSMARK_LEASE_TTL", default_value = "1500ms", value_parser = parse_lease_ttl)]
+    pub lease_ttl: Duration,
+    /// This ingest's name in the lease and in `/streams` (1-128 of A-Z a-z 0-9 _ . : @ -)
+    /// [default: host:pid].
+    #[arg(long, env = "HLSMARK_INGEST_ID", value_parser = parse_ingest_id)]
+    pub ingest_id: Option<String>,
+}
+
+/// `--lease-ttl`: a duration within the store's bounds.
+fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    let (min, max) = (
+        hlsmark_store::lease::MIN_LEASE_TTL,
+        hlsmark_store::lease::MAX_LEASE_TTL,
+    );
+    if (min..=max).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!(
+            "must be from {} ms to {} s",
+            min.as_millis(),
+            max.as_secs()
+        ))
+    }
+}
+
+/// `--ingest-id`: the characters a lease holder id may have.
+fn parse_ingest_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.chars().count() <= hlsmark_store::lease::MAX_HOLDER_CHARS
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:@-".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1-128 of A-Z, a-z, 0-9, '_', '.', ':', '@' and '-'".into())
+    }
 }
 
 impl GeneratorArgs {
-    /// The validated runtime configuration.
-    pub fn config(&self, stream: &str, data_dir: PathBuf) -> anyhow::Result<GeneratorConfig> {
-        let stream = StreamName::new(stream)?;
-        let mut c = GeneratorConfig::new(stream, data_dir);
+    /// `c` with these settings (the CLI validates the result once the source is set too).
+    pub fn apply(&self, mut c: StreamConfig) -> StreamConfig {
         c.width = self.width;
         c.height = self.height;
         c.fps = self.fps;
@@ -81,8 +127,32 @@ impl GeneratorArgs {
         c.realtime = self.realtime;
         c.stop_after = self.stop_after;
         c.ffmpeg = self.ffmpeg.clone();
-        c.validate()?;
-        Ok(c)
+        c.chromium = self.chromium.clone();
+        c.lease = hlsmark_sources::lease::LeaseConfig {
+            holder: self
+                .ingest_id
+                .clone()
+                .unwrap_or_else(hlsmark_sources::lease::default_holder),
+            ttl: self.lease_ttl,
+            standby: self.standby,
+        };
+        c
+    }
+
+    /// `--standby` needs a store several processes share: a redb file is opened by one process
+    /// (the second could not even open it), so a standby there would wait forever.
+    pub fn check_standby(&self, store: &StoreArgs) -> anyhow::Result<()> {
+        let spec = store.store_spec();
+        let shared = ["redis://", "redis+unix://", "redis+cluster://"]
+            .iter()
+            .any(|s| spec.starts_with(s));
+        if self.standby && !shared {
+            anyhow::bail!(
+                "--standby needs a store that several processes share (--store redis://...): the \
+                 embedded store file {spec} is opened by one process only"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -91,21 +161,28 @@ pub struct Args {
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
     pub generator: GeneratorArgs,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     crate::init_logging();
-    let config = args
-        .generator
-        .config(&args.store.stream, args.store.data_dir.clone())?;
+    args.generator.check_standby(&args.store)?;
+    let mut configs = crate::streams::configs(
+        &args.store.stream,
+        &args.store.data_dir,
+        &args.source,
+        &args.generator,
+    )?;
     crate::common::runtime()?.block_on(async {
         let store = crate::common::open_store(&args.store).await?;
-        let report =
-            hlsmark_generator::run(config, store, crate::common::shutdown_signal()).await?;
-        if !report.flushed {
-            anyhow::bail!("the store was unreachable at exit; some records were not written");
+        let media = crate::common::open_media(&args.store).await?;
+        for c in &mut configs {
+            c.media = media.clone();
         }
-        Ok(())
+        let reports =
+            hlsmark_sources::run_many(configs, store, crate::common::shutdown_signal()).await?;
+        crate::common::check_reports(&reports)
     })
 }

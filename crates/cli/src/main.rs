@@ -9,6 +9,8 @@ mod common;
 mod generate;
 mod run;
 mod serve;
+mod streams;
+mod webhooks;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,12 +25,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Synthesize frames, encode and cut HLS segments with ffmpeg, publish segments and events.
+    /// Ingest without the API: each stream's source through ffmpeg into segments and the store.
     Generate(generate::Args),
     /// Serve playlists, segments, markers and the player page over HTTP.
     Serve(serve::Args),
-    /// Generator + API + embedded store in one process: the whole product on :5000.
-    Run(run::Args),
+    /// Ingest + API + embedded store in one process: the whole product on :5000.
+    // Boxed: the flags of both halves make it much larger than the other commands.
+    Run(Box<run::Args>),
 }
 
 /// Default log filter: our info logs, without actix-http's per-connection errors (a malformed
@@ -37,6 +40,9 @@ enum Command {
 const DEFAULT_LOG_FILTER: &str = "info,actix_http::h1::dispatcher=off";
 
 /// Logs go to stderr; `RUST_LOG` filters them (default [`DEFAULT_LOG_FILTER`]).
+/// A failed log write is dropped: tracing-subscriber's default reports it with `eprintln!`,
+/// which panics when stderr itself fails (a log file on a full disk), killing the task that
+/// logged (issue 18: the stream died when the disk filled).
 pub(crate) fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -44,15 +50,33 @@ pub(crate) fn init_logging() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .try_init();
+}
+
+/// Raises the open-file soft limit to the hard limit (every subcommand holds connections, pipes
+/// and segment files) and says what it runs with.
+fn raise_fd_limit() {
+    match hlsmark_api::raise_fd_limit() {
+        Ok(l) if l.now > l.before => tracing::info!(
+            from = l.before,
+            to = l.now,
+            hard = l.hard,
+            "raised the open-file limit"
+        ),
+        Ok(l) => tracing::info!(limit = l.now, hard = l.hard, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logging();
+    raise_fd_limit();
     let result = match cli.command {
         Command::Generate(args) => generate::main(args),
         Command::Serve(args) => serve::main(args),
-        Command::Run(args) => run::main(args),
+        Command::Run(args) => run::main(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

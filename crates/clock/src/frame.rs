@@ -73,32 +73,53 @@ impl FrameRate {
         self.den.get()
     }
 
-    /// Ticks per `num` frames: frame `n` starts at `floor(n * K / num)` ticks.
+    /// Ticks per `num` frames: frame `n` starts at `round(n * K / num)` ticks.
     fn k(self) -> i128 {
         i128::from(TICKS_PER_SECOND) * i128::from(self.den())
     }
 
-    /// Media time offset of frame `n` from the start of its epoch: `floor(n * 90000 * den / num)`.
-    /// Exact (no rounding at all) whenever 90000 * den is a multiple of num, as for 24, 25, 30,
-    /// 50, 60 and 30000/1001 fps.
+    /// `round(n * K / num)`, halves away from zero, in `i128` (cannot overflow for any `i64` n).
+    fn ticks_i128(self, n: i128) -> i128 {
+        let p = n * self.k();
+        let q = i128::from(self.num());
+        let r = (2 * p.abs() + q) / (2 * q);
+        if p < 0 { -r } else { r }
+    }
+
+    /// Media time offset of frame `n` from the start of its epoch: `n * 90000 * den / num`
+    /// rounded to the nearest tick, halves away from zero. That is ffmpeg's `av_rescale_q`
+    /// rounding, so frame `n` sits on exactly the tick ffmpeg gives it in a 90 kHz track, also
+    /// at 24000/1001 (3753.75 ticks a frame) and 60000/1001 (1501.5). Exact (no rounding at all)
+    /// whenever 90000 * den is a multiple of num, as for 24, 25, 30, 50, 60 and 30000/1001 fps.
     /// Saturates at the `i64` range instead of wrapping.
     pub fn frame_to_ticks(self, n: i64) -> Duration90k {
-        let t = (i128::from(n) * self.k()).div_euclid(i128::from(self.num()));
+        let t = self.ticks_i128(i128::from(n));
         Duration90k(i64::try_from(t).unwrap_or(if t < 0 { i64::MIN } else { i64::MAX }))
     }
 
     /// [`Self::frame_to_ticks`], or `None` when the time does not fit in an `i64`.
     pub fn checked_frame_to_ticks(self, n: i64) -> Option<Duration90k> {
-        let t = (i128::from(n) * self.k()).div_euclid(i128::from(self.num()));
-        i64::try_from(t).ok().map(Duration90k)
+        i64::try_from(self.ticks_i128(i128::from(n)))
+            .ok()
+            .map(Duration90k)
     }
 
     /// The frame shown at offset `d` from the start of the epoch: the largest `n` with
     /// `frame_to_ticks(n) <= d`. Inverse of [`Self::frame_to_ticks`] for every `n`.
     pub fn ticks_to_frame(self, d: Duration90k) -> i64 {
-        // frame_to_ticks(n) <= t  <=>  n * K < (t + 1) * num  <=>  n <= floor(((t+1)*num - 1) / K)
+        // Frame starts are at least 375 ticks apart (<= 240 fps) and within half a tick of
+        // n * K / num, so n * K / num <= t + 1/2, i.e. n <= ((2t + 1) * num) / 2K, is exact up to
+        // the tie rule for negative halves; one step each way settles it.
         let t = i128::from(d.ticks());
-        let n = ((t + 1) * i128::from(self.num()) - 1).div_euclid(self.k());
+        let q = i128::from(self.num());
+        let mut n = ((2 * t + 1) * q).div_euclid(2 * self.k());
+        while self.ticks_i128(n) > t {
+            n -= 1;
+        }
+        while self.ticks_i128(n + 1) <= t {
+            n += 1;
+        }
+        // |n| <= |t| * 240 / 90000 + 1, far inside i64.
         #[allow(clippy::cast_possible_truncation)]
         let n = n as i64;
         n
@@ -123,7 +144,8 @@ impl FrameRate {
         n
     }
 
-    /// True when every frame boundary falls on a whole tick (no floor in `frame_to_ticks`).
+    /// True when every frame boundary falls on a whole tick (no rounding in `frame_to_ticks`).
+    /// Informational: nothing in this crate requires it.
     pub fn is_tick_exact(self) -> bool {
         self.k() % i128::from(self.num()) == 0
     }
@@ -184,6 +206,55 @@ mod tests {
     }
 
     #[test]
+    fn fractional_rates_round_to_the_nearest_tick_like_ffmpeg() {
+        // av_rescale_q(n, 1001/24000, 1/90000) with AV_ROUND_NEAR_INF: 3753.75 ticks a frame.
+        let film = FrameRate::new(24_000, 1_001).unwrap();
+        assert!(!film.is_tick_exact());
+        let ticks: Vec<i64> = (0..6).map(|n| film.frame_to_ticks(n).ticks()).collect();
+        assert_eq!(ticks, [0, 3_754, 7_508, 11_261, 15_015, 18_769]);
+        assert_eq!(film.frame_to_ticks(-1), Duration90k(-3_754));
+        assert_eq!(film.frame_to_ticks(-2), Duration90k(-7_508));
+        assert_eq!(film.frame_to_ticks(24_000), Duration90k(90_090_000));
+        // 1501.5 ticks a frame: every odd frame is a half, rounded up (away from zero).
+        let ntsc60 = FrameRate::new(60_000, 1_001).unwrap();
+        let ticks: Vec<i64> = (0..5).map(|n| ntsc60.frame_to_ticks(n).ticks()).collect();
+        assert_eq!(ticks, [0, 1_502, 3_003, 4_505, 6_006]);
+        assert_eq!(ntsc60.frame_to_ticks(-1), Duration90k(-1_502));
+        assert_eq!(ntsc60.ticks_to_frame(Duration90k(1_501)), 0);
+        assert_eq!(ntsc60.ticks_to_frame(Duration90k(1_502)), 1);
+        assert_eq!(ntsc60.ticks_to_frame(Duration90k(-1)), -1);
+        assert_eq!(ntsc60.ticks_to_frame(Duration90k(-1_502)), -1);
+        assert_eq!(ntsc60.ticks_to_frame(Duration90k(-1_503)), -2);
+        assert_eq!(ntsc60.ticks_to_frame_ceil(Duration90k(1)), 1);
+        assert_eq!(ntsc60.ticks_to_frame_ceil(Duration90k(1_502)), 1);
+        assert_eq!(
+            FrameRate::new(120_000, 1_001)
+                .unwrap()
+                .frame_to_ticks(1)
+                .ticks(),
+            751
+        );
+        // 1 s at 23.976 fps is 24 frames (1.001 s), a segment of 90090 ticks.
+        assert_eq!(film.frames_nearest(Duration90k::from_secs(1)), 24);
+        assert_eq!(film.frame_to_ticks(24), Duration90k(90_090));
+    }
+
+    #[test]
+    fn extreme_frames_saturate_or_report() {
+        let r = FrameRate::integer(1);
+        assert_eq!(r.frame_to_ticks(i64::MAX), Duration90k(i64::MAX));
+        assert_eq!(r.frame_to_ticks(i64::MIN), Duration90k(i64::MIN));
+        assert_eq!(r.checked_frame_to_ticks(i64::MAX), None);
+        assert_eq!(r.checked_frame_to_ticks(7), Some(Duration90k(630_000)));
+        let max = FrameRate::integer(240);
+        assert_eq!(max.ticks_to_frame(Duration90k(i64::MAX)), i64::MAX / 375);
+        assert_eq!(
+            max.ticks_to_frame(Duration90k(i64::MIN)),
+            i64::MIN.div_euclid(375)
+        );
+    }
+
+    #[test]
     fn parse_and_reject() {
         assert_eq!(
             "30000/1001".parse::<FrameRate>().unwrap(),
@@ -213,7 +284,60 @@ mod tests {
             .prop_filter_map("in range", |(n, d)| FrameRate::new(n, d).ok())
     }
 
+    /// Every rate a camera, a film or a broadcast uses.
+    const COMMON: [(u32, u32); 12] = [
+        (24_000, 1_001),
+        (24, 1),
+        (25, 1),
+        (30_000, 1_001),
+        (30, 1),
+        (48, 1),
+        (50, 1),
+        (60_000, 1_001),
+        (60, 1),
+        (100, 1),
+        (120_000, 1_001),
+        (120, 1),
+    ];
+
+    fn common_rate() -> impl Strategy<Value = FrameRate> {
+        proptest::sample::select(COMMON.to_vec()).prop_map(|(n, d)| FrameRate::new(n, d).unwrap())
+    }
+
+    /// The nearest tick to n * 90000 * den / num, halves away from zero, by a route of its own:
+    /// the exact remainder decides.
+    fn reference_ticks(rate: FrameRate, n: i64) -> i128 {
+        let p = i128::from(n) * 90_000 * i128::from(rate.den());
+        let q = i128::from(rate.num());
+        let (fl, rem) = (p.div_euclid(q), p.rem_euclid(q));
+        match (2 * rem).cmp(&q) {
+            std::cmp::Ordering::Less => fl,
+            std::cmp::Ordering::Greater => fl + 1,
+            std::cmp::Ordering::Equal if p >= 0 => fl + 1,
+            std::cmp::Ordering::Equal => fl,
+        }
+    }
+
     proptest! {
+        #[test]
+        fn common_rates_roundtrip(rate in common_rate(), n in -1_000_000_000i64..=1_000_000_000_000) {
+            let t = rate.frame_to_ticks(n);
+            prop_assert_eq!(i128::from(t.ticks()), reference_ticks(rate, n));
+            prop_assert_eq!(rate.checked_frame_to_ticks(n), Some(t));
+            prop_assert_eq!(rate.ticks_to_frame(t), n);
+            prop_assert_eq!(rate.ticks_to_frame_ceil(t), n);
+            prop_assert!(t < rate.frame_to_ticks(n + 1));
+            // Every tick inside the frame maps back to it.
+            let next = rate.frame_to_ticks(n + 1);
+            prop_assert_eq!(rate.ticks_to_frame(next - Duration90k(1)), n);
+            prop_assert_eq!(rate.ticks_to_frame_ceil(t + Duration90k(1)), n + 1);
+        }
+
+        #[test]
+        fn any_rate_matches_the_reference(rate in any_rate(), n in -1_000_000_000_000i64..=1_000_000_000_000) {
+            prop_assert_eq!(i128::from(rate.frame_to_ticks(n).ticks()), reference_ticks(rate, n));
+        }
+
         #[test]
         fn frame_roundtrip_any_rate(rate in any_rate(), n in -1_000_000_000i64..=1_000_000_000_000) {
             let t = rate.frame_to_ticks(n);

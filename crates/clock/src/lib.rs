@@ -10,11 +10,15 @@
 //! [`HlsTime::from_secs_f64`]) where EXTINF and JSON need them. See `design/time.md`.
 
 mod frame;
+mod frame_table;
+mod part;
 mod segment;
 mod time;
 mod timeline;
 
 pub use frame::{FrameRate, FrameRateError};
+pub use frame_table::{FrameTable, FrameTableError};
+pub use part::Part;
 pub use segment::Segment;
 pub use time::{ClientTime, Duration90k, GenTime, HlsTime, TICKS_PER_SECOND, TimeError, UtcTime};
 pub use timeline::{Epoch, SeqNo, Timeline, TimelineError};

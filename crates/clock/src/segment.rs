@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::frame_table::FrameTable;
 use crate::time::{Duration90k, HlsTime, UtcTime};
 use crate::timeline::SeqNo;
 
@@ -22,6 +23,9 @@ pub struct Segment {
     pub file: String,
     /// Initialization section (fMP4 `init.mp4` of its epoch), if any: EXT-X-MAP.
     pub init_file: Option<String>,
+    /// Presentation time of every video frame (empty in records written before frame tables).
+    #[serde(default, skip_serializing_if = "FrameTable::is_empty")]
+    pub frames: FrameTable,
 }
 
 impl Segment {

@@ -29,7 +29,13 @@ fn secs_to_ticks(secs: f64) -> Result<i64, TimeError> {
         return Err(TimeError::NotFinite);
     }
     if secs.abs() > MAX_ABS_SECS {
-        return Err(TimeError::OutOfRange(format!("{secs}")));
+        // `1e308` printed whole is 309 digits in an error message: large values as 1e308.
+        let shown = if secs.abs() >= 1e12 {
+            format!("{secs:e}")
+        } else {
+            format!("{secs}")
+        };
+        return Err(TimeError::OutOfRange(shown));
     }
     // Round to the nearest tick: a JSON "12.033333" means the frame at 12.0333... s.
     #[allow(clippy::cast_possible_truncation)]
@@ -286,6 +292,15 @@ mod tests {
             HlsTime::from_secs_f64(1e300),
             Err(TimeError::OutOfRange(_))
         ));
+        // Shown short in the error (found by QA: `{"hls": 1e308}` answered 309 digits).
+        assert_eq!(
+            HlsTime::from_secs_f64(-1e300).unwrap_err().to_string(),
+            "time -1e300 s is out of range (at most 10,000 years either way)"
+        );
+        assert_eq!(
+            HlsTime::from_secs_f64(1e12).unwrap_err(),
+            TimeError::OutOfRange("1e12".into())
+        );
         assert_eq!(HlsTime::from_secs_f64(1.5).unwrap(), HlsTime(135_000));
         assert_eq!(HlsTime::from_secs_f64(-0.5).unwrap(), HlsTime(-45_000));
     }

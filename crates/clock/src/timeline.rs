@@ -34,6 +34,11 @@ pub struct Epoch {
     pub segment_frames: u32,
     /// End of the epoch's last published segment, once a later epoch has begun.
     pub hls_end: Option<HlsTime>,
+    /// Real sources: the source's presentation time (90 kHz, as ffmpeg read it) of the epoch's
+    /// first frame, so a time given as source PTS maps to `hls_start + (pts - pts_start)`.
+    /// `None` for the generator, whose PTS is its GEN clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pts_start: Option<i64>,
 }
 
 impl Epoch {
@@ -368,14 +373,19 @@ impl Timeline {
         hls: HlsTime,
         join_seq: SeqNo,
     ) -> Result<ClientTime, TimelineError> {
-        let join = self.segment_start(join_seq)?;
+        Ok(self.hls_to_client_from(hls, self.segment_start(join_seq)?))
+    }
+
+    /// HLS -> CLIENT for a player whose first segment started at `join` (HLS): for segments of
+    /// varying length (real sources) the caller knows that start from the segment index.
+    pub fn hls_to_client_from(&self, hls: HlsTime, join: HlsTime) -> ClientTime {
         let (lo, hi, sign) = if hls >= join {
             (join, hls, 1)
         } else {
             (hls, join, -1)
         };
         let span = (hi - lo) - self.gaps_between(lo, hi);
-        Ok(ClientTime(span.ticks() * sign))
+        ClientTime(span.ticks() * sign)
     }
 
     /// CLIENT -> HLS (inverse of [`Self::hls_to_client`] for times that are not inside a gap).
@@ -429,6 +439,7 @@ mod tests {
             fps: FrameRate::integer(30),
             segment_frames: 30,
             hls_end: None,
+            pts_start: None,
         }
     }
 
@@ -611,6 +622,27 @@ mod tests {
             let t = two_epochs();
             let (ua, ub) = (t.hls_to_utc(HlsTime(a)).unwrap(), t.hls_to_utc(HlsTime(b)).unwrap());
             prop_assert!(a > b || ua <= ub);
+        }
+
+        #[test]
+        fn fractional_rate_segments_hold_their_frames(
+            rate in proptest::sample::select(vec![(24_000u32, 24u32), (60_000, 60), (120_000, 120)]),
+            hls in 0i64..TEN_YEARS,
+        ) {
+            // 23.976, 59.94 and 119.88 fps: frames are not whole ticks; segments of 1.001 s.
+            let e = Epoch {
+                fps: FrameRate::new(rate.0, 1_001).unwrap(),
+                segment_frames: rate.1,
+                ..epoch(0, 0, 0, 0, ANCHOR)
+            };
+            let h = HlsTime(hls);
+            let seq = e.seq_at(h);
+            prop_assert!(e.segment_start(seq) <= h && h < e.segment_start(seq + 1));
+            // Segment bounds sit on frames, so a segment is 90090 ticks to the tick.
+            prop_assert_eq!(e.segment_start(seq + 1) - e.segment_start(seq), Duration90k(90_090));
+            let snapped = e.snap_to_frame(h);
+            prop_assert!(snapped <= h && h < e.frame_time(e.frame_at(h) + 1));
+            prop_assert_eq!(e.snap_to_frame(snapped), snapped);
         }
 
         #[test]

@@ -1,10 +1,14 @@
 //! Golden playlists: a small segment index in, the exact m3u8 text out (live and VOD, with a
-//! discontinuity, date-range markers and NTSC durations), plus a parse-back with m3u8-rs.
+//! discontinuity, date-range markers and NTSC durations), plus a parse-back with m3u8-rs; the
+//! Low-Latency HLS playlists in [`ll`].
 
 #![allow(clippy::unwrap_used)] // test helpers
 
 use hlsmark_clock::{Duration90k, Epoch, FrameRate, GenTime, HlsTime, Segment, Timeline, UtcTime};
 use hlsmark_playlist::{DateRange, Kind, PlaylistError, render};
+
+#[path = "golden/ll.rs"]
+mod ll;
 
 const D: i64 = 90_000;
 
@@ -22,6 +26,7 @@ fn epoch(index: u32, first_seq: u64, hls: i64, utc: UtcTime, fps: FrameRate) -> 
         fps,
         segment_frames: 30,
         hls_end: None,
+        pts_start: None,
     }
 }
 
@@ -43,6 +48,7 @@ fn two_epochs() -> (Timeline, Vec<Segment>) {
             utc_start: t.hls_to_utc(hls).unwrap(),
             file: format!("e{epoch}-{seq:08}.m4s"),
             init_file: Some(format!("e{epoch}-init.mp4")),
+            frames: Default::default(),
         }
     };
     let segs = vec![
@@ -62,6 +68,8 @@ fn marker(id: u128, hls: i64, dur: i64, label: &str, t: &Timeline) -> DateRange 
         hls: HlsTime(hls),
         utc: t.hls_to_utc(HlsTime(hls)).unwrap(),
         duration: Duration90k(dur),
+        created: anchor(),
+        style: Default::default(),
     }
 }
 
@@ -154,6 +162,7 @@ fn vod_range_at_ntsc_rate_ends_and_bridges_holes() {
             utc_start: t.hls_to_utc(hls).unwrap(),
             file: format!("e0-{seq:08}.m4s"),
             init_file: Some("e0-init.mp4".to_owned()),
+            frames: Default::default(),
         }
     };
     let segs = vec![seg(0), seg(1), seg(3)];
@@ -228,6 +237,7 @@ mod properties {
                         utc_start: t.hls_to_utc(hls).unwrap(),
                         file: format!("e{}-{seq:08}.m4s", e.index),
                         init_file: Some(format!("e{}-init.mp4", e.index)),
+                        frames: Default::default(),
                     }
                 })
                 .collect();
@@ -240,6 +250,8 @@ mod properties {
                     hls: HlsTime(*hls),
                     utc: t.hls_to_utc(HlsTime(*hls)).unwrap(),
                     duration: Duration90k(*dur),
+                    created: anchor(),
+                    style: Default::default(),
                 })
                 .collect();
             let kind = if vod { Kind::Vod } else { Kind::Live };
@@ -279,4 +291,65 @@ mod properties {
             }
         }
     }
+}
+
+/// A real source: segments cut at the source's keyframes (2.002 s, 1.5015 s, 3 s at a nominal
+/// 23.976 fps), each with its own wall time slewed towards the wall clock (+1 ms, then +0.5 ms:
+/// at most 500 ppm of the duration). PDT is each segment's `utc_start`, not the epoch formula.
+#[test]
+fn real_source_segments_vary_and_carry_their_own_pdt() {
+    let fps = FrameRate::new(24_000, 1_001).unwrap();
+    let mut e0 = epoch(0, 0, 0, anchor(), fps);
+    e0.segment_frames = 48;
+    e0.pts_start = Some(123_456);
+    let t = Timeline::new(vec![e0]).unwrap();
+    let seg = |seq: u64, hls: i64, dur: i64, utc: UtcTime| Segment {
+        seq,
+        epoch: 0,
+        hls_start: HlsTime(hls),
+        duration: Duration90k(dur),
+        utc_start: utc,
+        file: format!("e0-{seq:08}.m4s"),
+        init_file: Some("e0-init.mp4".to_owned()),
+        frames: Default::default(),
+    };
+    let u1 = anchor() + Duration90k(180_180 + 90);
+    let u2 = u1 + Duration90k(135_135 + 45);
+    let segs = vec![
+        seg(0, 0, 180_180, anchor()),
+        seg(1, 180_180, 135_135, u1),
+        seg(2, 315_315, 270_000, u2),
+    ];
+    let m = DateRange {
+        id: uuid_like(5),
+        label: "in seq 1".to_owned(),
+        hls: HlsTime(180_180 + 3_754),
+        utc: u1 + Duration90k(3_754),
+        duration: Duration90k::ZERO,
+        created: anchor(),
+        style: Default::default(),
+    };
+    let text = render(&t, &segs, &[m], Kind::Live).unwrap();
+    let expected = r#"#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-TARGETDURATION:3
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-MAP:URI="e0-init.mp4?v=92f857e26700"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:00.000Z
+#EXTINF:2.002,
+e0-00000000.m4s?v=92f857e26700
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:02.003Z
+#EXT-X-DATERANGE:ID="00000000-0000-4000-8000-000000000005",CLASS="hlsmark-marker",START-DATE="2026-11-24T07:00:02.045Z",DURATION=0.000,X-LABEL="in seq 1"
+#EXTINF:1.5015,
+e0-00000001.m4s?v=92f857e26700
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T07:00:03.505Z
+#EXTINF:3.000,
+e0-00000002.m4s?v=92f857e26700
+"#;
+    assert_eq!(text, expected);
+    let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+    assert_eq!(parsed.segments.len(), 3);
+    assert_eq!(parsed.target_duration, 3);
 }

@@ -38,6 +38,9 @@ fn marker(i: u64) -> Marker {
         hls: HlsTime(hls),
         utc: UtcTime(1_795_000_000 * SEC + hls),
         duration: Duration90k(SEC / 2),
+        severity: Default::default(),
+        color: None,
+        tags: Vec::new(),
         data: Some(serde_json::json!({ "score": i % 100, "zone": "a" })),
         created_at: UtcTime(1_795_000_000 * SEC + hls),
     }

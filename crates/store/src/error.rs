@@ -25,6 +25,26 @@ pub enum StoreError {
     LabelLength(usize),
     #[error("kind must be 1 to 64 characters of a-z, 0-9, '_', '-' and '.', got {0:?}")]
     InvalidKind(String),
+    #[error("severity must be info, warning or critical, got {0:?}")]
+    InvalidSeverity(String),
+    #[error("color must be #rrggbb (six hex digits), got {0:?}")]
+    InvalidColor(String),
+    #[error("tags: {0}")]
+    InvalidTags(String),
+    #[error("filter {param}: {why}")]
+    InvalidFilter { param: &'static str, why: String },
+    #[error("a batch holds at most 1000 markers, got {0}")]
+    BatchTooLarge(usize),
+    #[error("marker of stream {marker:?} in a batch for stream {batch:?}")]
+    StreamMismatch { marker: String, batch: String },
+    /// One entry of a batch failed, so nothing of the batch was written. The entry's own error
+    /// is part of the message (not a `source`: it would be printed twice).
+    #[error("markers[{index}] (id {id}): {error}")]
+    BatchEntry {
+        index: usize,
+        id: Uuid,
+        error: Box<StoreError>,
+    },
     #[error("data is {0} bytes as JSON; at most 16384 are allowed")]
     DataTooLarge(usize),
     #[error("duration must not be negative, got {0} ticks")]
@@ -49,25 +69,54 @@ pub enum StoreError {
     Corrupt { key: String, why: String },
     #[error("store backend error: {0}")]
     Backend(String),
+    #[error("lease: {0}")]
+    InvalidLease(String),
+    /// A newer ingest lease of the stream was granted: this writer's token is stale and its
+    /// index writes are refused (see `lease.rs`).
+    #[error(
+        "stream {stream:?}: another ingest took over the lease (token {current}, ours {token}); \
+         this ingest's writes are refused"
+    )]
+    Fenced {
+        stream: String,
+        token: u64,
+        current: u64,
+    },
 }
 
 impl StoreError {
+    /// The error itself, or for a batch entry the entry's own error (what decides the code).
+    pub fn innermost(&self) -> &StoreError {
+        match self {
+            StoreError::BatchEntry { error, .. } => error.innermost(),
+            e => e,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         use StoreError::*;
         match self {
             InvalidStream(_)
             | LabelLength(_)
             | InvalidKind(_)
+            | InvalidSeverity(_)
+            | InvalidColor(_)
+            | InvalidTags(_)
+            | InvalidFilter { .. }
+            | BatchTooLarge(_)
+            | StreamMismatch { .. }
             | DataTooLarge(_)
             | NegativeDuration(_)
             | TimeOutOfRange(_)
             | InvertedRange { .. }
             | InvalidLimit(_)
-            | InvalidCursor(_) => ErrorKind::Invalid,
+            | InvalidCursor(_)
+            | InvalidLease(_) => ErrorKind::Invalid,
             UnknownStream(_) => ErrorKind::UnknownStream,
-            Conflict(_) => ErrorKind::Conflict,
+            Conflict(_) | Fenced { .. } => ErrorKind::Conflict,
             Unavailable(_) | Timeout(_) => ErrorKind::Unavailable,
             Corrupt { .. } | Backend(_) => ErrorKind::Internal,
+            BatchEntry { error, .. } => error.kind(),
         }
     }
 }

@@ -1,14 +1,36 @@
 //! Test support shared by hlsmark's integration tests: every test gets its own free port, its own
-//! temp dir and, when it needs one, its own real `redis-server` (never one already running).
+//! temp dir and, when it needs one, its own real `redis-server` (never one already running), a
+//! real RTSP camera (GStreamer), test clips made by ffmpeg and decoders that check them.
 //!
 //! Only test code depends on this crate.
 
+pub mod clip;
+pub mod decode;
+pub mod disk;
+pub mod hls;
 pub mod http;
+pub mod process;
+pub mod redis_cluster;
+pub mod rtmp;
+pub mod rtsp;
+pub mod s3;
+
+pub use clip::{Clip, ClipSpec, Container, Timing, make_clip};
+pub use decode::{DecodedFrame, beep_onset_90k, decode_frames, first_mint_frame, mint_frames};
+pub use process::Hlsmark;
+pub use redis_cluster::RedisCluster;
+pub use rtsp::RtspServer;
+pub use s3::Garage;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The repository's root (for scripts the tests run).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 /// A port that was free a moment ago on 127.0.0.1 (bind to 0, read it, release it).
 pub fn free_port() -> u16 {

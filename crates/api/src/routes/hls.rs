@@ -1,34 +1,40 @@
-//! `/hls/{stream}/...`: the live playlist, time-range VOD playlists, segment and init files.
+//! `/hls/{stream}/...`: the live playlist (LL-HLS delivery directives `_HLS_msn`, `_HLS_part`,
+//! `_HLS_skip`), time-range VOD playlists, segment, part and init files.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use hlsmark_clock::HlsTime;
-use hlsmark_playlist::Kind;
+use hlsmark_playlist::{Kind, Skip};
 use serde::Deserialize;
-
-use std::sync::atomic::Ordering;
 
 use actix_web::HttpMessage as _;
 use actix_web::ResponseError as _;
 use actix_web::http::{Method, StatusCode};
 
 use crate::error::ApiError;
-use crate::files::{self, Answer, OpenFile, classify};
 use crate::routes::params::TimeParam;
+use crate::services::clocks::Clocks;
 use crate::state::{AppState, MAX_ABS_TICKS};
-use crate::zerocopy::{self, Body, Job, ZcConn};
 
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-/// Playlists change every segment: clients must revalidate (well under half a segment).
+/// Live playlists change every segment (parts: every part): clients and caches must revalidate.
 pub const PLAYLIST_CACHE: &str = "no-cache";
+/// Blocking playlist reloads (LL-HLS, `_HLS_msn`) and delta updates answer one request at one
+/// moment: never stored.
+pub const BLOCKING_CACHE: &str = "no-store";
+/// A VOD playlist whose range ends at or before a published segment's end lists media that no
+/// longer changes; it may be cached briefly (markers posted later for that range, and retention,
+/// still change it).
+const SETTLED_VOD_CACHE: &str = "public, max-age=60";
 /// Most segments one VOD playlist lists (12 h of 1 s segments).
 const MAX_VOD_SEGMENTS: usize = 43_200;
 
-fn playlist_response(body: Bytes) -> HttpResponse {
+/// Every playlist answer (live, VOD; blocking reloads later): type and caching.
+fn playlist_response(body: Bytes, cache: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(PLAYLIST_TYPE)
-        .insert_header((header::CACHE_CONTROL, PLAYLIST_CACHE))
+        .insert_header((header::CACHE_CONTROL, cache))
         .body(body)
 }
 
@@ -69,7 +75,10 @@ pub async fn dispatch(
         return Ok(res);
     }
     match file.as_str() {
-        "index.m3u8" => live_playlist(state, web::Path::from(stream)).await,
+        "index.m3u8" => {
+            let directives = Directives::parse(req.query_string())?;
+            live_playlist(state, web::Path::from(stream), directives).await
+        }
         "vod.m3u8" => {
             let query = web::Query::<VodQuery>::from_query(req.query_string())
                 .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
@@ -100,14 +109,133 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `GET /hls/{stream}/index.m3u8`
+/// The LL-HLS delivery directives of a live playlist request (RFC 8216bis §6.2.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// `_HLS_msn`: block until this media sequence number is in the playlist.
+    pub msn: Option<u64>,
+    /// `_HLS_part`: ... and this part of it.
+    pub part: Option<u64>,
+    /// `_HLS_skip`: `YES` or `v2` (a delta update).
+    pub skip: Skip,
+}
+
+/// Longest decimal-integer a directive may carry (u64::MAX has 20 digits).
+const MAX_DIRECTIVE_DIGITS: usize = 20;
+
+impl Directives {
+    /// Parses the query of a live playlist request. `_HLS_msn` and `_HLS_part` are
+    /// decimal-integers (digits only, within u64), `_HLS_skip` is `YES` or `v2`; each at most once,
+    /// `_HLS_part` only with `_HLS_msn`. Other parameters (cache busters) are ignored as before.
+    pub fn parse(query: &str) -> Result<Self, ApiError> {
+        let mut d = Self::default();
+        let mut seen_skip = false;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = |why: &str| {
+                ApiError::bad_request(
+                    "invalid_hls_directive",
+                    format!("{}: {why}", pair.chars().take(80).collect::<String>()),
+                )
+            };
+            let number = |v: &str| -> Result<u64, ApiError> {
+                if v.is_empty()
+                    || v.len() > MAX_DIRECTIVE_DIGITS
+                    || !v.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(bad("must be a decimal integer (digits only)"));
+                }
+                v.parse::<u64>()
+                    .map_err(|_| bad("is larger than any media sequence number"))
+            };
+            match key {
+                "_HLS_msn" => {
+                    if d.msn.is_some() {
+                        return Err(bad("given more than once"));
+                    }
+                    d.msn = Some(number(value)?);
+                }
+                "_HLS_part" => {
+                    if d.part.is_some() {
+                        return Err(bad("given more than once"));
+                    }
+                    d.part = Some(number(value)?);
+                }
+                "_HLS_skip" => {
+                    if seen_skip {
+                        return Err(bad("given more than once"));
+                    }
+                    seen_skip = true;
+                    d.skip = match value {
+                        "YES" => Skip::Segments,
+                        "v2" => Skip::SegmentsAndDateRanges,
+                        _ => return Err(bad("must be YES or v2")),
+                    };
+                }
+                k if k.starts_with("_HLS_") => {
+                    return Err(bad(
+                        "unknown delivery directive (known: _HLS_msn, _HLS_part, _HLS_skip)",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if d.part.is_some() && d.msn.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_hls_directive",
+                "_HLS_part needs _HLS_msn (RFC 8216bis 6.2.5.2)",
+            ));
+        }
+        Ok(d)
+    }
+}
+
+/// `GET /hls/{stream}/index.m3u8[?_HLS_msn=&_HLS_part=&_HLS_skip=]`: the live playlist; with
+/// `_HLS_msn` a blocking reload (`services::live`), with `_HLS_skip` a delta update.
 pub async fn live_playlist(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    directives: Directives,
 ) -> Result<HttpResponse, ApiError> {
     let stream = state.stream(Some(&path))?;
-    let body = state.live_playlist(&stream).await?;
-    Ok(playlist_response(body))
+    if let Some(msn) = directives.msn {
+        let body = crate::services::live::blocking_playlist(
+            &state,
+            &stream,
+            msn,
+            directives.part,
+            directives.skip,
+        )
+        .await?;
+        let body = crate::files::public_playlist(&state.cfg, &stream, body);
+        return Ok(playlist_response(body, BLOCKING_CACHE));
+    }
+    let answer = state.live_answer(&stream).await?;
+    let (view, live) = (&answer.view, &answer.live);
+    let public = |body| crate::files::public_playlist(&state.cfg, &stream, body);
+    let mut res = if directives.skip != Skip::No && live.ll {
+        playlist_response(
+            public(live.body(directives.skip, &view.timeline)),
+            BLOCKING_CACHE,
+        )
+    } else {
+        playlist_response(public(live.full.clone()), PLAYLIST_CACHE)
+    };
+    if answer.stale {
+        mark_stale(&mut res);
+    }
+    Ok(res)
+}
+
+/// Header of a live playlist served from the last good render while the store is unreachable:
+/// the media it lists exists, newer segments are not in it yet.
+pub const STALE_HEADER: &str = "x-hlsmark-stale";
+
+fn mark_stale(res: &mut HttpResponse) {
+    res.headers_mut().insert(
+        header::HeaderName::from_static(STALE_HEADER),
+        header::HeaderValue::from_static("1"),
+    );
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,12 +269,23 @@ pub async fn vod_playlist(
             format!("stream {stream:?} has no segments yet"),
         ));
     }
+    // Wall-clock bounds go through the segment index (real sources slew UTC per segment).
+    let needs_index = [from, to]
+        .iter()
+        .any(|t| matches!(t, Some(TimeParam::Utc(_))));
+    let index = if needs_index {
+        state.index(&stream, &view).await?
+    } else {
+        Default::default()
+    };
+    let clocks = Clocks::new(&view.timeline, &index);
     let from = match from {
-        Some(t) => t.to_hls(&view.timeline)?,
+        Some(t) => t.to_hls(&clocks)?,
         None => HlsTime(-MAX_ABS_TICKS),
     };
+    let bounded = to.is_some();
     let to = match to {
-        Some(t) => t.to_hls(&view.timeline)?,
+        Some(t) => t.to_hls(&clocks)?,
         None => HlsTime(MAX_ABS_TICKS),
     };
     if from > to {
@@ -170,13 +309,20 @@ pub async fn vod_playlist(
     let text = state
         .render(&stream, &view.timeline, &segs, Kind::Vod)
         .await?;
-    Ok(playlist_response(Bytes::from(text)))
+    // Every segment of the range is published once one reaches its end.
+    let settled = bounded && segs.last().is_some_and(|s| s.hls_end() >= to);
+    let cache = if settled {
+        SETTLED_VOD_CACHE
+    } else {
+        PLAYLIST_CACHE
+    };
+    let body = crate::files::public_playlist(&state.cfg, &stream, Bytes::from(text));
+    Ok(playlist_response(body, cache))
 }
 
-/// `GET /hls/{stream}/{file}`: a segment or init file of the stream, by strict name, with
-/// validators, conditional requests and single byte ranges. On the server's own connections the
-/// bytes go out with `sendfile` after the head (see `zerocopy`); elsewhere (actix's test harness)
-/// they are read into the body.
+/// `GET /hls/{stream}/{file}`: a segment, part or init file of the stream (`files::media_answer`
+/// builds every media answer: validators, 304, ranges, immutable caching); the hinted part waits
+/// until it is written (`services::live::part_file`).
 pub async fn media_file(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -184,146 +330,5 @@ pub async fn media_file(
 ) -> Result<HttpResponse, ApiError> {
     let (stream, file) = path.into_inner();
     let stream = state.stream(Some(&stream))?;
-    let kind = classify(&file).ok_or_else(|| {
-        ApiError::not_found(
-            "not_found",
-            format!(
-                "{:?} is not a segment or init file name (e<epoch>-<seq>.m4s, e<epoch>-init.mp4)",
-                file.chars().take(80).collect::<String>()
-            ),
-        )
-    })?;
-    // Both parts are validated to [A-Za-z0-9_-] and our name pattern: the path stays inside.
-    let full = files::media_path(&state.cfg.data_dir, &stream, &file);
-    let gone = || {
-        ApiError::not_found(
-            "segment_not_found",
-            format!("{file} is not (or no longer) available in stream {stream}"),
-        )
-    };
-    // The answer describes exactly the bytes of the open file, even if retention deletes the
-    // name meanwhile (an open file stays readable).
-    let Ok(OpenFile {
-        file: handle,
-        len: total,
-        validators,
-        ..
-    }) = state.open_files.open(&full)
-    else {
-        return Err(gone());
-    };
-    let decided = files::answer(req.headers(), &validators, total);
-    let mut res = match decided {
-        Answer::NotModified => HttpResponse::NotModified(),
-        Answer::Full => HttpResponse::Ok(),
-        Answer::Partial { .. } => HttpResponse::PartialContent(),
-        Answer::Unsatisfiable => {
-            let mut res = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
-                format!("{file} has {total} bytes; the requested range starts beyond its end"),
-            )
-            .error_response();
-            res.headers_mut().insert(
-                header::CONTENT_RANGE,
-                header::HeaderValue::from_str(&format!("bytes */{total}"))
-                    .map_err(|e| ApiError::internal(e.to_string()))?,
-            );
-            return Ok(res);
-        }
-    };
-    res.insert_header((header::CACHE_CONTROL, files::IMMUTABLE))
-        .insert_header((header::ACCEPT_RANGES, "bytes"));
-    for h in &validators.headers {
-        res.insert_header(h.clone());
-    }
-    let (offset, len) = match decided {
-        Answer::NotModified => return Ok(res.finish()),
-        Answer::Partial { start, len } => {
-            res.insert_header((
-                header::CONTENT_RANGE,
-                format!("bytes {start}-{}/{total}", start + len - 1),
-            ));
-            (start, len)
-        }
-        _ => (0, total),
-    };
-    res.content_type(kind.content_type());
-    let metrics = &state.metrics;
-    metrics.files_served.fetch_add(1, Ordering::Relaxed);
-    let head_only = req.method() == Method::HEAD;
-    if !head_only {
-        metrics.file_bytes_served.fetch_add(len, Ordering::Relaxed);
-    }
-    // Zero-copy needs the plain-text HTTP/1 head that `ZcStream` rewrites. The server speaks only
-    // HTTP/1.x (as actix-web's `HttpServer::listen` does); should h2c ever be enabled, its
-    // HPACK-framed answers carry the bytes in the body instead.
-    if let Some(conn) = req
-        .conn_data::<ZcConn>()
-        .filter(|_| req.version() <= actix_web::http::Version::HTTP_11)
-    {
-        let body = if head_only {
-            Body::None
-        } else {
-            Body::File(handle)
-        };
-        let marker = conn.push(Job { body, offset, len });
-        if !head_only {
-            metrics.files_direct.fetch_add(1, Ordering::Relaxed);
-        }
-        res.insert_header((zerocopy::MARKER_NAME, marker));
-        return Ok(res.body(actix_web::body::None::new()));
-    }
-    let body = web::block(move || files::read_range(&handle, offset, len))
-        .await
-        .map_err(|e| ApiError::internal(format!("reading {file}: {e}")))?
-        .map_err(|_| gone())?;
-    Ok(res.body(body))
-}
-
-#[cfg(test)]
-mod tests {
-    use actix_web::{App, test};
-
-    use super::*;
-    use crate::ApiConfig;
-
-    /// Outside the server's own connections (here actix's test harness) there is no zero-copy
-    /// stream: the same answers carry the bytes read from the file.
-    #[actix_web::test]
-    async fn without_the_zero_copy_stream_bodies_are_read_from_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("hls/live")).unwrap();
-        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(dir.path().join("hls/live/e0-00000001.m4s"), &bytes).unwrap();
-        let spec = dir.path().join("s.redb");
-        let store = hlsmark_store::open(spec.to_str().unwrap(), "t")
-            .await
-            .unwrap();
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let cfg = ApiConfig::new(dir.path().to_path_buf());
-        let state = web::Data::new(AppState::new(store, cfg, rx));
-        let app = test::init_service(
-            App::new()
-                .app_data(state.clone())
-                .configure(crate::configure),
-        )
-        .await;
-        let get = |range: Option<&str>| {
-            let mut req = test::TestRequest::get().uri("/hls/live/e0-00000001.m4s");
-            if let Some(r) = range {
-                req = req.insert_header((header::RANGE, r));
-            }
-            req.to_request()
-        };
-        let res = test::call_service(&app, get(None)).await;
-        assert_eq!(res.status(), StatusCode::OK);
-        assert!(!res.headers().contains_key(zerocopy::MARKER_HEADER));
-        assert_eq!(&test::read_body(res).await[..], &bytes[..]);
-        let res = test::call_service(&app, get(Some("bytes=10-19"))).await;
-        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
-        assert_eq!(&test::read_body(res).await[..], &bytes[10..20]);
-        let sent = state.metrics.files_direct.load(Ordering::Relaxed);
-        assert_eq!(sent, 0, "no zero-copy answers without the stream");
-    }
+    crate::services::live::part_file(&req, &state, &stream, &file).await
 }

@@ -1,21 +1,26 @@
-//! `/markers`: range queries in every clock, create (by HLS, GEN or UTC time, snapped to the
-//! frame), get, delete, and the live feed as Server-Sent Events.
-
-use std::time::Duration;
+//! `/markers`: range queries in every clock, create (by HLS, GEN, PTS or UTC time, snapped to the
+//! frame through the segment's frame table), get, delete, and the live feed's events (framed and
+//! kept alive by `crate::sse`).
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use hlsmark_clock::{Duration90k, GenTime, HlsTime, Segment, SeqNo, Timeline, UtcTime};
-use hlsmark_store::{Cursor, InsertOutcome, MAX_LIMIT, Marker, RangeQuery, StreamName};
+use hlsmark_clock::{HlsTime, SeqNo, TimelineError};
+use hlsmark_store::{Cursor, MAX_BATCH, MAX_LIMIT, Marker, MarkerFilter, RangeQuery, StreamName};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::routes::params::{TimeParam, parse_u64};
+use crate::routes::params::{TimeParam, marker_filter, parse_u64};
+use crate::services::clocks::Clocks;
+use crate::services::markers::{self, NewMarker, Outcome};
+use crate::services::snap::Frame;
 use crate::state::{AppState, MAX_ABS_TICKS};
 
 const DEFAULT_LIMIT: u64 = 100;
+/// Largest body of an array of markers (`POST /markers` with up to 1,000), unless
+/// `--body-limit` is larger: 1,000 markers with labels, tags and a little `data` fit easily.
+pub const BULK_BODY_LIMIT: usize = 4 << 20;
 /// Largest join sequence accepted (31,000 years of 1 s segments): keeps every conversion far from
 /// `i64` overflow.
 const MAX_SEQ: u64 = 1_000_000_000_000;
@@ -34,6 +39,11 @@ pub struct MarkerView<'a> {
     pub utc: String,
     pub duration: f64,
     pub duration_90k: i64,
+    /// `info`, `warning` or `critical`.
+    pub severity: &'a str,
+    /// `#rrggbb` or null.
+    pub color: Option<&'a str>,
+    pub tags: &'a [String],
     /// Media sequence number of the segment holding the marker.
     pub seq: Option<SeqNo>,
     /// Player `currentTime` for a player that joined at `?seq=`.
@@ -41,16 +51,39 @@ pub struct MarkerView<'a> {
     pub client: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<&'a serde_json::Value>,
+    /// The frame a POSTed time landed on (answers of `POST /markers` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame: Option<FrameView>,
+}
+
+/// Which frame a marker landed on: its segment, its index there, its time.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FrameView {
+    pub seq: Option<SeqNo>,
+    pub index: Option<usize>,
+    pub hls: f64,
+    pub hls_90k: i64,
+}
+
+impl From<Frame> for FrameView {
+    fn from(f: Frame) -> Self {
+        Self {
+            seq: f.seq,
+            index: f.index,
+            hls: f.hls.as_secs_f64(),
+            hls_90k: f.hls.ticks(),
+        }
+    }
 }
 
 impl<'a> MarkerView<'a> {
     pub fn new(
         m: &'a Marker,
-        timeline: &Timeline,
+        clocks: &Clocks<'_>,
         join_seq: Option<SeqNo>,
     ) -> Result<Self, ApiError> {
         let client = match join_seq {
-            Some(s) => Some(timeline.hls_to_client(m.hls, s)?.as_secs_f64()),
+            Some(s) => Some(clocks.hls_to_client(m.hls, s)?.as_secs_f64()),
             None => None,
         };
         Ok(Self {
@@ -64,9 +97,13 @@ impl<'a> MarkerView<'a> {
             utc: m.utc.to_rfc3339_millis(),
             duration: m.duration.as_secs_f64(),
             duration_90k: m.duration.ticks(),
-            seq: timeline.seq_at(m.hls).ok(),
+            severity: m.severity.as_str(),
+            color: m.color.as_deref(),
+            tags: &m.tags,
+            seq: clocks.seq_at(m.hls),
             client,
             data: m.data.as_ref(),
+            frame: None,
         })
     }
 }
@@ -92,6 +129,10 @@ pub struct ListQuery {
     seq: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    kind: Option<String>,
+    label: Option<String>,
+    tag: Option<String>,
+    severity: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -101,7 +142,7 @@ struct ListBody<'a> {
     next_cursor: Option<String>,
 }
 
-/// `GET /markers?from=&to=&stream=&seq=&limit=&cursor=`
+/// `GET /markers?from=&to=&stream=&seq=&limit=&cursor=&kind=&label=&tag=&severity=`
 pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
@@ -143,19 +184,25 @@ pub async fn list(
         .as_deref()
         .map(|c| c.parse::<Cursor>())
         .transpose()?;
-    let view = state.view(&stream).await?;
-    let tl = &view.timeline;
-    let from = from.map_or(Ok(HlsTime(-MAX_ABS_TICKS)), |t| t.to_hls(tl))?;
-    let to = to.map_or(Ok(HlsTime(MAX_ABS_TICKS)), |t| t.to_hls(tl))?;
+    let filter = marker_filter(
+        q.kind.as_deref(),
+        q.label.as_deref(),
+        q.tag.as_deref(),
+        q.severity.as_deref(),
+    )?;
+    let (view, index) = state.clocks(&stream).await?;
+    let clocks = Clocks::new(&view.timeline, &index);
+    let from = from.map_or(Ok(HlsTime(-MAX_ABS_TICKS)), |t| t.to_hls(&clocks))?;
+    let to = to.map_or(Ok(HlsTime(MAX_ABS_TICKS)), |t| t.to_hls(&clocks))?;
     if let Some(s) = seq {
-        tl.segment_start(s)?;
+        check_join_seq(&clocks, s)?;
     }
-    let query = RangeQuery::new(stream.clone(), from, to, limit, after)?;
+    let query = RangeQuery::new(stream.clone(), from, to, limit, after)?.filtered(filter)?;
     let page = state.track(state.store.query_markers(&query).await)?;
     let markers = page
         .markers
         .iter()
-        .map(|m| MarkerView::new(m, tl, seq))
+        .map(|m| MarkerView::new(m, &clocks, seq))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(json_response(
         actix_web::http::StatusCode::OK,
@@ -180,8 +227,10 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.trim_start().split_once(' '))
+        // The scheme is case-insensitive (RFC 9110 11.1): `bearer` and `BEARER` too.
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::new(
@@ -204,22 +253,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Body of `POST /markers`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewMarker {
-    id: Option<Uuid>,
-    label: String,
-    kind: Option<String>,
-    hls: Option<f64>,
-    #[serde(rename = "gen")]
-    gen_secs: Option<f64>,
-    utc: Option<String>,
-    duration: Option<f64>,
-    data: Option<serde_json::Value>,
-    stream: Option<String>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
@@ -232,132 +265,89 @@ impl StreamQuery {
     }
 }
 
-fn invalid_time(name: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_time", format!("{name}: {e}"))
-}
-
-/// Half a millisecond: how far a UTC given to the millisecond may be from the exact time.
-const UTC_INPUT_TOLERANCE: Duration90k = Duration90k(45);
-/// How far past the live edge a marker may be (clock skew of detectors, segment latency).
-const FUTURE_TOLERANCE: Duration90k = Duration90k::from_secs(30);
-
-/// The latest media time a marker may have: where the last epoch is now by the wall clock (or
-/// where it ended, if it is closed) or the end of the newest published segment, whichever is
-/// later, plus [`FUTURE_TOLERANCE`].
-fn live_limit(timeline: &Timeline, published_end: Option<HlsTime>) -> HlsTime {
-    let Some(last) = timeline.last() else {
-        return HlsTime::ZERO;
-    };
-    let edge = match last.hls_end {
-        Some(end) => end,
-        None => timeline
-            .utc_to_hls(UtcTime::now())
-            .unwrap_or(last.hls_start),
-    };
-    let edge = published_end.map_or(edge, |p| p.max(edge));
-    edge.checked_add(FUTURE_TOLERANCE).unwrap_or(edge)
-}
-
-/// Turns a request body into a marker: the given time snapped to the start of the frame showing
-/// then, the other clocks computed from it.
-fn build_marker(
-    body: NewMarker,
-    stream: StreamName,
-    timeline: &Timeline,
-    published_end: Option<HlsTime>,
-) -> Result<Marker, ApiError> {
-    let given = [
-        body.hls.is_some(),
-        body.gen_secs.is_some(),
-        body.utc.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if given != 1 {
-        return Err(ApiError::bad_request(
-            "invalid_time",
-            "give exactly one of \"hls\" (seconds), \"gen\" (seconds) or \"utc\" (RFC 3339)",
-        ));
+/// A `?seq=` join sequence must be one whose start is known: retained, ahead of the live edge,
+/// or (the generator) computable from its epoch.
+fn check_join_seq(clocks: &Clocks<'_>, seq: SeqNo) -> Result<(), ApiError> {
+    match clocks.segment_start(seq) {
+        Ok(_) => Ok(()),
+        Err(TimelineError::SeqBeforeStart(_))
+            if clocks
+                .timeline
+                .epochs()
+                .first()
+                .is_some_and(|e| e.first_seq <= seq) =>
+        {
+            let retained = match (clocks.index.first(), clocks.index.last()) {
+                (Some(f), Some(l)) => format!("retained: {} to {}", f.seq, l.seq),
+                _ => "none is retained".to_owned(),
+            };
+            Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!(
+                    "seq={seq}: the stream no longer holds that segment, so its start is not known \
+                     ({retained})"
+                ),
+            ))
+        }
+        Err(e) => Err(e.into()),
     }
-    let raw = if let Some(h) = body.hls {
-        HlsTime::from_secs_f64(h).map_err(|e| invalid_time("hls", e))?
-    } else if let Some(g) = body.gen_secs {
-        let g = GenTime::from_secs_f64(g).map_err(|e| invalid_time("gen", e))?;
-        timeline.gen_to_hls(g)?
-    } else {
-        let u = body.utc.as_deref().unwrap_or_default();
-        let u = UtcTime::parse_rfc3339(u).map_err(|e| invalid_time("utc", e))?;
-        // UTC comes in (and goes out) with millisecond precision, rounded to the nearest ms: a
-        // frame start printed as .484 for .4843 must come back to that frame, not the one before.
-        timeline.utc_to_hls(u)? + UTC_INPUT_TOLERANCE
-    };
-    // The time must hold video: not before the stream, not while it was down, not in the future.
-    let epoch = timeline.check_media(raw)?;
-    let limit = live_limit(timeline, published_end);
-    if raw > limit {
-        return Err(ApiError::bad_request(
-            "time_out_of_range",
+}
+
+/// A body of `POST /markers`: at most `--body-limit` for one marker (an object), at most
+/// [`BULK_BODY_LIMIT`] (or `--body-limit` when larger) for an array of up to 1,000.
+async fn read_body(
+    req: &HttpRequest,
+    state: &AppState,
+    mut payload: web::Payload,
+) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let single = state.cfg.body_limit;
+    let bulk = single.max(BULK_BODY_LIMIT);
+    let too_large = |limit: usize| {
+        ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
             format!(
-                "{} s (HLS) is in the future: the live edge is near {} s; markers may be at most \
-                 {} s ahead of it",
-                raw.as_secs_f64(),
-                (limit - FUTURE_TOLERANCE).as_secs_f64(),
-                FUTURE_TOLERANCE.as_secs_f64()
+                "request body larger than {limit} bytes (one marker: --body-limit; an array of \
+                 markers: {bulk} bytes)"
             ),
-        ));
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > bulk) {
+        return Err(too_large(bulk));
     }
-    let hls = epoch.snap_to_frame(raw);
-    let duration = match body.duration {
-        Some(d) => {
-            let d = Duration90k::from_secs_f64(d).map_err(|e| invalid_time("duration", e))?;
-            if d < Duration90k::ZERO {
-                return Err(ApiError::bad_request(
-                    "invalid_duration",
-                    "duration must not be negative",
-                ));
-            }
-            d
+    let mut body = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(bulk));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?;
+        if body.len() + chunk.len() > bulk {
+            return Err(too_large(bulk));
         }
-        None => Duration90k::ZERO,
-    };
-    let data = match body.data {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v @ serde_json::Value::Object(_)) => Some(v),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_data",
-                "data must be a JSON object",
-            ));
+        body.extend_from_slice(&chunk);
+        // One marker may not use the array's allowance.
+        if body.len() > single && !is_array(&body) {
+            return Err(too_large(single));
         }
-    };
-    Ok(Marker {
-        id: body.id.unwrap_or_else(Uuid::now_v7),
-        stream,
-        label: body.label,
-        kind: body.kind.unwrap_or_else(|| "manual".to_owned()),
-        gen_time: timeline.hls_to_gen(hls)?,
-        hls,
-        utc: timeline.hls_to_utc(hls)?,
-        duration,
-        data,
-        created_at: UtcTime::now(),
-    })
+    }
+    Ok(body.freeze())
 }
 
-fn same_marker(a: &Marker, b: &Marker) -> bool {
-    Marker {
-        created_at: b.created_at,
-        ..a.clone()
-    } == *b
+/// Whether a JSON body is an array (its first non-blank byte is `[`).
+fn is_array(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
-/// `POST /markers`
+/// `POST /markers`: one marker (an object; 201, or 200 when the identical marker exists) or an
+/// array of up to 1,000 written all or nothing (201 when any was new, else 200).
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<StreamQuery>,
-    body: Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let ct = req
@@ -376,68 +366,104 @@ pub async fn create(
             ),
         ));
     }
+    let body = read_body(&req, &state, payload).await?;
+    if is_array(&body) {
+        return create_batch(&state, query.stream.as_deref(), &body).await;
+    }
     let body: NewMarker = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
     let stream = state.stream(body.stream.as_deref().or(query.stream.as_deref()))?;
-    let view = state.view(&stream).await?;
-    if view.timeline.is_empty() {
-        return Err(ApiError::not_found(
-            "unknown_stream",
-            format!("stream {stream:?} has no timeline yet: markers need its clocks"),
-        ));
-    }
-    // The newest published media: an unpaced generator runs ahead of the wall clock.
-    let published_end = state
-        .track(state.store.last_segments(&stream, 1).await)?
-        .last()
-        .map(Segment::hls_end);
-    let marker = build_marker(body, stream.clone(), &view.timeline, published_end)?;
-    // Idempotent by id: the same marker again answers 200 with the stored one (created_at is not
-    // part of the comparison: a retried POST is the same marker).
-    if let Some(existing) = state.track(state.store.get_marker(&stream, marker.id).await)? {
-        return if same_marker(&marker, &existing) {
-            respond_marker(actix_web::http::StatusCode::OK, &existing, &view.timeline)
-        } else {
-            Err(ApiError::new(
-                actix_web::http::StatusCode::CONFLICT,
-                "conflict",
-                format!("marker {} already exists with different content", marker.id),
-            ))
-        };
-    }
-    let status = match state.track(state.store.insert_marker(&marker).await) {
-        Ok(InsertOutcome::Inserted) => actix_web::http::StatusCode::CREATED,
-        Ok(InsertOutcome::AlreadyExists) => actix_web::http::StatusCode::OK,
-        Err(e) if e.code == "conflict" => {
-            // Lost a race with an identical POST?
-            match state.track(state.store.get_marker(&stream, marker.id).await)? {
-                Some(existing) if same_marker(&marker, &existing) => {
-                    return respond_marker(
-                        actix_web::http::StatusCode::OK,
-                        &existing,
-                        &view.timeline,
-                    );
-                }
-                _ => return Err(e),
-            }
-        }
-        Err(e) => return Err(e),
+    let (ctx, w) = markers::create_one(&state, &stream, body).await?;
+    let clocks = ctx.clocks();
+    let status = match w.outcome {
+        Outcome::Created => actix_web::http::StatusCode::CREATED,
+        Outcome::Existing => actix_web::http::StatusCode::OK,
     };
-    state.invalidate(&stream);
-    let mut res = respond_marker(status, &marker, &view.timeline)?;
-    if let Ok(v) = header::HeaderValue::from_str(&format!("/markers/{}?stream={stream}", marker.id))
+    let mut res = respond_marker(status, &w.marker, &clocks, Some(w.frame))?;
+    if w.outcome == Outcome::Created
+        && let Ok(v) =
+            header::HeaderValue::from_str(&format!("/markers/{}?stream={stream}", w.marker.id))
     {
         res.headers_mut().insert(header::LOCATION, v);
     }
     Ok(res)
 }
 
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    stream: &'a str,
+    created: usize,
+    existing: usize,
+    markers: Vec<MarkerView<'a>>,
+}
+
+/// The array form of `POST /markers`: entries parsed one by one (a malformed entry is named),
+/// then written all or nothing by [`markers::create_batch`].
+async fn create_batch(
+    state: &AppState,
+    query_stream: Option<&str>,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let stream = state.stream(query_stream)?;
+    let raw: Vec<serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
+    if raw.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!(
+                "give 1 to {MAX_BATCH} markers in the array, got {}",
+                raw.len()
+            ),
+        ));
+    }
+    let mut bodies = Vec::with_capacity(raw.len());
+    for (i, v) in raw.into_iter().enumerate() {
+        let id = v.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+        let b: NewMarker = serde_json::from_value(v).map_err(|e| {
+            let who = id.map_or_else(|| "no id given".to_owned(), |id| format!("id {id}"));
+            ApiError::bad_request("invalid_json", format!("markers[{i}] ({who}): {e}"))
+        })?;
+        bodies.push(b);
+    }
+    let (ctx, written) = markers::create_batch(state, &stream, bodies).await?;
+    let clocks = ctx.clocks();
+    let created = written
+        .iter()
+        .filter(|w| w.outcome == Outcome::Created)
+        .count();
+    let views = written
+        .iter()
+        .map(|w| {
+            let mut v = MarkerView::new(&w.marker, &clocks, None)?;
+            v.frame = Some(FrameView::from(w.frame));
+            Ok(v)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let status = if created > 0 {
+        actix_web::http::StatusCode::CREATED
+    } else {
+        actix_web::http::StatusCode::OK
+    };
+    Ok(json_response(
+        status,
+        &BatchBody {
+            stream: stream.as_str(),
+            created,
+            existing: written.len() - created,
+            markers: views,
+        },
+    ))
+}
+
 fn respond_marker(
     status: actix_web::http::StatusCode,
     m: &Marker,
-    timeline: &Timeline,
+    clocks: &Clocks<'_>,
+    frame: Option<Frame>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(json_response(status, &MarkerView::new(m, timeline, None)?))
+    let mut view = MarkerView::new(m, clocks, None)?;
+    view.frame = frame.map(FrameView::from);
+    Ok(json_response(status, &view))
 }
 
 fn parse_id(s: &str) -> Result<Uuid, ApiError> {
@@ -466,8 +492,13 @@ pub async fn get(
             format!("no marker {id} in stream {stream}"),
         ));
     };
-    let view = state.view(&stream).await?;
-    respond_marker(actix_web::http::StatusCode::OK, &m, &view.timeline)
+    let (view, index) = state.clocks(&stream).await?;
+    respond_marker(
+        actix_web::http::StatusCode::OK,
+        &m,
+        &Clocks::new(&view.timeline, &index),
+        None,
+    )
 }
 
 /// `DELETE /markers/{id}?stream=`
@@ -491,24 +522,34 @@ pub async fn delete(
     }
 }
 
-/// Decrements the SSE client gauge when the stream ends.
-struct SseGuard(std::sync::Arc<crate::metrics::Metrics>);
-impl Drop for SseGuard {
-    fn drop(&mut self) {
-        self.0
-            .sse_clients
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveQuery {
+    stream: Option<String>,
+    kind: Option<String>,
+    label: Option<String>,
+    tag: Option<String>,
+    severity: Option<String>,
 }
 
-/// `GET /markers/live?stream=`: `event: marker` per new marker, keep-alive comments, ends at
-/// server shutdown.
+/// `GET /markers/live?stream=&kind=&label=&tag=&severity=`: `event: marker` per new marker of
+/// the stream that passes the filters of `GET /markers` (`event: lagged` when this client missed
+/// some), framed, kept alive and ended at shutdown by [`crate::sse`];
+/// at most `--sse-max-per-ip` / `--sse-max-clients` feeds (503 `too_many_connections` beyond,
+/// and the connection is closed).
 pub async fn live(
     req: HttpRequest,
     state: web::Data<AppState>,
-    query: web::Query<StreamQuery>,
+    limits: web::Data<crate::limits::Limits>,
+    query: web::Query<LiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let stream = state.stream(query.stream.as_deref())?;
+    let filter = marker_filter(
+        query.kind.as_deref(),
+        query.label.as_deref(),
+        query.tag.as_deref(),
+        query.severity.as_deref(),
+    )?;
     // Like /markers and /timeline: a stream without a timeline is unknown (a known stream with
     // no markers yet gets the feed). The configured stream is known before its first segment:
     // the page opens this feed once at load, and a browser's EventSource never retries a 404,
@@ -519,74 +560,65 @@ pub async fn live(
             format!("stream {stream:?} has no timeline yet"),
         ));
     }
-    let sse = |mut b: actix_web::HttpResponseBuilder| {
-        b.content_type("text/event-stream")
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .insert_header(("X-Accel-Buffering", "no"));
-        b
-    };
     if req.method() == actix_web::http::Method::HEAD {
         // The feed never ends: a HEAD answer must not wait for it.
-        return Ok(sse(HttpResponse::Ok()).finish());
+        return Ok(crate::sse::head().finish());
     }
-    let rx = state.track(state.store.subscribe_markers().await)?;
-    state
-        .metrics
-        .sse_clients
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let guard = SseGuard(state.metrics.clone());
-    let keepalive = state.cfg.sse_keepalive;
-    let shutdown = state.shutdown.clone();
-    let hello = Bytes::from_static(b"retry: 2000\n: connected\n\n");
-    struct S {
-        state: web::Data<AppState>,
-        stream: StreamName,
-        rx: hlsmark_store::MarkerFeed,
-        tick: tokio::time::Interval,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-        _guard: SseGuard,
-    }
-    let mut tick = tokio::time::interval(keepalive.max(Duration::from_millis(100)));
-    tick.reset();
-    let init = S {
-        state: state.clone(),
-        stream,
-        rx,
-        tick,
-        shutdown,
-        _guard: guard,
+    let permit = match limits.sse.acquire(req.peer_addr().map(|a| a.ip())) {
+        Ok(p) => p,
+        Err(e) => {
+            // Closed after the answer: a client retrying in a loop keeps no descriptor here.
+            let mut res = actix_web::ResponseError::error_response(&e);
+            res.head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+            return Ok(res);
+        }
     };
-    let events = futures_util::stream::unfold(init, |mut s| async move {
+    let rx = state.track(state.store.subscribe_markers().await)?;
+    let events = marker_events(state.clone(), stream, filter, rx);
+    Ok(crate::sse::respond(
+        events,
+        state.cfg.sse_keepalive,
+        state.shutdown.clone(),
+        permit,
+        state.metrics.clone(),
+    ))
+}
+
+/// The stream's new markers that pass `filter` as `event: marker` (and `event: lagged
+/// {"missed":n}`), until the feed closes.
+fn marker_events(
+    state: web::Data<AppState>,
+    stream: StreamName,
+    filter: MarkerFilter,
+    rx: hlsmark_store::MarkerFeed,
+) -> impl futures_util::Stream<Item = Bytes> {
+    let init = (state, (stream, filter), rx);
+    futures_util::stream::unfold(init, |(state, sel, mut rx)| async move {
+        let (stream, filter) = &sel;
         loop {
-            if *s.shutdown.borrow() {
-                return None;
-            }
-            tokio::select! {
-                _ = s.shutdown.changed() => return None,
-                _ = s.tick.tick() => {
-                    return Some((Ok::<_, actix_web::Error>(Bytes::from_static(b": keep-alive\n\n")), s));
+            match rx.recv().await {
+                Ok(m) if m.stream == *stream && filter.matches(&m) => {
+                    let Ok((view, index)) = state.clocks(stream).await else {
+                        continue;
+                    };
+                    let clocks = Clocks::new(&view.timeline, &index);
+                    let Ok(v) = MarkerView::new(&m, &clocks, None) else {
+                        continue;
+                    };
+                    let Ok(json) = serde_json::to_string(&v) else {
+                        continue;
+                    };
+                    let ev = crate::sse::event("marker", Some(&m.id.to_string()), &json);
+                    return Some((ev, (state, sel, rx)));
                 }
-                r = s.rx.recv() => match r {
-                    Ok(m) if m.stream == s.stream => {
-                        let Ok(view) = s.state.view(&s.stream).await else { continue };
-                        let Ok(v) = MarkerView::new(&m, &view.timeline, None) else { continue };
-                        let Ok(json) = serde_json::to_string(&v) else { continue };
-                        let ev = format!("event: marker\nid: {}\ndata: {json}\n\n", m.id);
-                        return Some((Ok(Bytes::from(ev)), s));
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let ev = format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n");
-                        return Some((Ok(Bytes::from(ev)), s));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let ev = crate::sse::event("lagged", None, &format!("{{\"missed\":{n}}}"));
+                    return Some((ev, (state, sel, rx)));
                 }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
         }
-    });
-    let body = futures_util::StreamExt::chain(
-        futures_util::stream::once(async move { Ok::<_, actix_web::Error>(hello) }),
-        events,
-    );
-    Ok(sse(HttpResponse::Ok()).streaming(body))
+    })
 }

@@ -1,4 +1,4 @@
-//! The timeline views, health, metrics, the OpenAPI document and the player page.
+//! The timeline views, health, metrics and the OpenAPI document (the player page is `page.rs`).
 
 use std::fmt::Write as _;
 
@@ -61,12 +61,6 @@ pub async fn timeline(
             })
         })
         .collect();
-    let utc = |t: HlsTime| {
-        view.timeline
-            .hls_to_utc(t)
-            .ok()
-            .map(|u| u.to_rfc3339_millis())
-    };
     let win = match (window.first(), window.last()) {
         (Some(f), Some(l)) => json!({
             "first_seq": f.seq,
@@ -75,8 +69,9 @@ pub async fn timeline(
             "start_90k": f.hls_start.ticks(),
             "end": secs(l.hls_end()),
             "end_90k": l.hls_end().ticks(),
-            "start_utc": utc(f.hls_start),
-            "end_utc": utc(l.hls_end()),
+            // Each segment's own PDT (real sources slew UTC per segment).
+            "start_utc": f.utc_start.to_rfc3339_millis(),
+            "end_utc": (l.utc_start + l.duration).to_rfc3339_millis(),
         }),
         _ => serde_json::Value::Null,
     };
@@ -141,11 +136,7 @@ pub async fn debug_timeline(
         "seq", "epoch", "hls_90k", "dur_90k", "utc (PDT)", "gen_90k"
     );
     for seg in &segs {
-        let utc = view
-            .timeline
-            .hls_to_utc(seg.hls_start)
-            .map(|u| u.to_rfc3339_millis())
-            .unwrap_or_else(|e| e.to_string());
+        let utc = seg.utc_start.to_rfc3339_millis();
         let gen_t = view
             .timeline
             .hls_to_gen(seg.hls_start)
@@ -176,16 +167,29 @@ pub async fn healthz() -> HttpResponse {
         .body(r#"{"status":"ok"}"#)
 }
 
-/// `GET /readyz`: the store answers.
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.track(state.store.ping().await)?;
+/// `GET /readyz`: the store answers reads and takes writes (`readiness.rs`); 503
+/// `store_unavailable` or `store_not_writable` with the reason otherwise.
+pub async fn readyz(
+    state: web::Data<AppState>,
+    readiness: web::Data<crate::readiness::Readiness>,
+) -> Result<HttpResponse, ApiError> {
+    readiness
+        .check(
+            &*state.store,
+            &state.cfg.default_stream,
+            state.cfg.write_probe.as_deref(),
+        )
+        .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(r#"{"status":"ready"}"#))
 }
 
 /// `GET /metrics`
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(
+    state: web::Data<AppState>,
+    limits: web::Data<crate::limits::Limits>,
+) -> HttpResponse {
     let stream = state.cfg.default_stream.clone();
     let markers = state
         .store
@@ -213,10 +217,69 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "Segment and init files held open for reuse.",
             state.open_files.len() as f64,
         ),
+        (
+            "hlsmark_open_file_bytes",
+            "Bytes of segment and init files held in memory.",
+            state.open_files.bytes() as f64,
+        ),
+        (
+            "hlsmark_sse_refused_total",
+            "/markers/live requests refused by --sse-max-per-ip or --sse-max-clients.",
+            limits.sse.refused() as f64,
+        ),
+        (
+            "hlsmark_open_fds",
+            "Open file descriptors of the process (-1: unknown).",
+            open_fds(),
+        ),
+        (
+            "hlsmark_fd_limit",
+            "The process's open-file soft limit.",
+            crate::server::fd_limit() as f64,
+        ),
     ]);
+    let mut text = text;
+    stream_series(&state, &mut text).await;
+    crate::routes::preview::metric_series(&state, &mut text);
+    crate::services::webhooks::metric_series(&state, &mut text).await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text)
+}
+
+/// Entries of `/proc/self/fd` (-1 when it cannot be read).
+fn open_fds() -> f64 {
+    std::fs::read_dir("/proc/self/fd").map_or(-1.0, |d| d.count() as f64)
+}
+
+/// `hlsmark_stream_up{stream}` (1 when live and its status is not stale) and
+/// `hlsmark_stream_restarts_total{stream}` for every stream with a status. Nothing when the store
+/// cannot be read (the store error counter says so).
+async fn stream_series(state: &AppState, text: &mut String) {
+    let Ok(statuses) = state.store.statuses().await else {
+        return;
+    };
+    let now = hlsmark_clock::UtcTime::now();
+    text.push_str("# HELP hlsmark_stream_up 1 when the stream is live and its ingest reported within 15 s.\n# TYPE hlsmark_stream_up gauge\n");
+    for (name, s) in &statuses {
+        let up = s.state == hlsmark_store::StreamState::Live
+            && !crate::services::streams::is_stale(s, now);
+        // Stream names are [A-Za-z0-9_-]: nothing to escape in a label.
+        let _ = writeln!(
+            text,
+            "hlsmark_stream_up{{stream=\"{name}\"}} {}",
+            u8::from(up)
+        );
+    }
+    text.push_str("# HELP hlsmark_stream_restarts_total Restarts of the stream's source.\n# TYPE hlsmark_stream_restarts_total counter\n");
+    for (name, s) in &statuses {
+        let _ = writeln!(
+            text,
+            "hlsmark_stream_restarts_total{{stream=\"{name}\"}} {}",
+            s.restarts
+        );
+    }
+    crate::services::streams::restream_series(&statuses, now, text);
 }
 
 /// `GET /openapi.json`
@@ -224,92 +287,6 @@ pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(crate::openapi::document().to_string())
-}
-
-const NOT_BUILT: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>hlsmark</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:3rem auto;padding:0 1rem}code{background:#eee;padding:.1rem .3rem}</style>
-</head><body>
-<h1>hlsmark is running</h1>
-<p>The player page has not been built yet. Build it once, then reload:</p>
-<p><code>npm --prefix frontend ci &amp;&amp; npm --prefix frontend run build</code></p>
-<p>(or point <code>--frontend-dir</code> / <code>HLSMARK_FRONTEND_DIR</code> at a built <code>dist</code> directory).</p>
-<p>The API works already: <a href="/hls/live/index.m3u8">/hls/live/index.m3u8</a>,
-<a href="/markers">/markers</a>, <a href="/timeline">/timeline</a>, <a href="/openapi.json">/openapi.json</a>.</p>
-</body></html>
-"#;
-
-/// `GET /`: the built player page, or a page saying how to build it (never a blank page).
-pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let path = state.cfg.frontend_dir.join("index.html");
-    match web::block(move || actix_files::NamedFile::open(path))
-        .await
-        .ok()
-        .and_then(Result::ok)
-    {
-        Some(f) => {
-            let mut res = f.disable_content_disposition().into_response(&req);
-            res.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-cache"),
-            );
-            res
-        }
-        None => HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .body(NOT_BUILT),
-    }
-}
-
-/// `GET /assets/{file}`: the page's bundles (`<frontend-dir>/assets/`), strict names only.
-pub async fn asset(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let dir = state.cfg.frontend_dir.join("assets");
-    let mut res = frontend_file(&req, dir, path.into_inner(), "/assets/").await?;
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("public, max-age=300"),
-    );
-    Ok(res)
-}
-
-/// `GET /{file}` for top-level files of the built page (`favicon.ico`, ...): strict names only.
-pub async fn top_level_file(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    frontend_file(&req, state.cfg.frontend_dir.clone(), path.into_inner(), "/").await
-}
-
-/// One file of the built page from `dir`, by a plain name (no slashes, no leading dot, no `..`).
-async fn frontend_file(
-    req: &HttpRequest,
-    dir: std::path::PathBuf,
-    name: String,
-    prefix: &str,
-) -> Result<HttpResponse, ApiError> {
-    let ok = !name.starts_with('.')
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !name.contains("..");
-    let not_found = || ApiError::not_found("not_found", format!("no route for {prefix}{name}"));
-    if !ok {
-        return Err(not_found());
-    }
-    let path = dir.join(&name);
-    let f = web::block(move || actix_files::NamedFile::open(path))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(not_found)?;
-    Ok(f.disable_content_disposition().into_response(req))
 }
 
 /// Fallback for every unmatched path.

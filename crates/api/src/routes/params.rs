@@ -1,8 +1,13 @@
-//! Parsing of query parameters into clock values, with errors that say what was expected.
+//! Parsing of query parameters into clock values and marker filters, with errors that name the
+//! parameter and say what was expected.
 
-use hlsmark_clock::{HlsTime, Timeline, UtcTime};
+use hlsmark_clock::{HlsTime, UtcTime};
+use hlsmark_store::{
+    MAX_LABEL_CHARS, MAX_TAG_CHARS, MarkerFilter, Severity, valid_kind, valid_tag,
+};
 
 use crate::error::ApiError;
+use crate::services::clocks::Clocks;
 
 /// A time as a client wrote it: seconds on the HLS clock, or an RFC 3339 wall time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +62,14 @@ impl TimeParam {
         Err(bad("neither a number nor an RFC 3339 time"))
     }
 
-    /// The HLS time of a range bound (an RFC 3339 time is converted through the timeline). A
+    /// The HLS time of a range bound (an RFC 3339 time is converted through the segment index). A
     /// wall time before the stream began is the stream's start ("the last hour" of a stream that
     /// started ten minutes ago is everything it has, not an error), and a wall time when the
     /// stream was down is where the video resumed.
-    pub fn to_hls(self, timeline: &Timeline) -> Result<HlsTime, ApiError> {
+    pub fn to_hls(self, clocks: &Clocks<'_>) -> Result<HlsTime, ApiError> {
         match self {
             TimeParam::Hls(h) => Ok(h),
-            TimeParam::Utc(u) => timeline.utc_to_hls_bound(u).map_err(ApiError::from),
+            TimeParam::Utc(u) => clocks.utc_to_hls_bound(u).map_err(ApiError::from),
         }
     }
 }
@@ -89,9 +94,98 @@ pub fn parse_u64(name: &str, s: &str, max: u64) -> Result<u64, ApiError> {
     Ok(v)
 }
 
+/// The filters of `GET /markers`: `kind` (exact), `label` (a prefix, case-sensitive), `tag`
+/// (one tag) and `severity` (one or a comma list of `info`, `warning`, `critical`). A value no
+/// marker could have is 400 `invalid_parameter` naming the parameter, never an empty page.
+pub fn marker_filter(
+    kind: Option<&str>,
+    label: Option<&str>,
+    tag: Option<&str>,
+    severity: Option<&str>,
+) -> Result<MarkerFilter, ApiError> {
+    let bad = |name: &str, v: &str, why: &str| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("{name}={:?}: {why}", v.chars().take(64).collect::<String>()),
+        )
+    };
+    if let Some(k) = kind
+        && !valid_kind(k)
+    {
+        return Err(bad(
+            "kind",
+            k,
+            "a kind is 1 to 64 of a-z, 0-9, '_', '-' and '.'",
+        ));
+    }
+    if let Some(l) = label {
+        let n = l.chars().count();
+        if n == 0 || n > MAX_LABEL_CHARS {
+            return Err(bad("label", l, "a label prefix is 1 to 256 characters"));
+        }
+    }
+    if let Some(t) = tag
+        && !valid_tag(t)
+    {
+        return Err(bad(
+            "tag",
+            t,
+            &format!("a tag is 1 to {MAX_TAG_CHARS} of A-Z, a-z, 0-9, '_', '.', ':' and '-'"),
+        ));
+    }
+    let mut severities = Vec::new();
+    if let Some(list) = severity {
+        for s in list.split(',') {
+            let v: Severity = s.trim().parse().map_err(|_| {
+                bad(
+                    "severity",
+                    list,
+                    "give info, warning or critical, or a comma list of them",
+                )
+            })?;
+            if !severities.contains(&v) {
+                severities.push(v);
+            }
+        }
+    }
+    Ok(MarkerFilter {
+        kind: kind.map(str::to_owned),
+        label_prefix: label.map(str::to_owned),
+        tag: tag.map(str::to_owned),
+        severities,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marker_filters_parse_or_name_the_parameter() {
+        let f = marker_filter(
+            Some("detector.v2"),
+            Some("door"),
+            Some("zone:a"),
+            Some("warning, critical,warning"),
+        )
+        .unwrap();
+        assert_eq!(f.severities, vec![Severity::Warning, Severity::Critical]);
+        assert_eq!(f.label_prefix.as_deref(), Some("door"));
+        assert!(marker_filter(None, None, None, None).unwrap().is_empty());
+        for (args, name) in [
+            ((Some("Bad Kind"), None, None, None), "kind="),
+            ((Some(""), None, None, None), "kind="),
+            ((None, Some(""), None, None), "label="),
+            ((None, None, Some("a b"), None), "tag="),
+            ((None, None, None, Some("urgent")), "severity="),
+            ((None, None, None, Some("info,")), "severity="),
+            ((None, None, None, Some("")), "severity="),
+        ] {
+            let e = marker_filter(args.0, args.1, args.2, args.3).unwrap_err();
+            assert_eq!(e.code, "invalid_parameter");
+            assert!(e.message.starts_with(name), "{}", e.message);
+        }
+    }
 
     #[test]
     fn an_unencoded_plus_of_an_offset_is_read_as_plus() {

@@ -113,6 +113,127 @@ fn table() -> Vec<Case> {
         get("/hls/live/vod.m3u8?from=5&to=1", 400, "invalid_range"),
         get("/hls/live/vod.m3u8?from=1000&to=2000", 404, "no_segments"),
         get("/hls/live/vod.m3u8?start=1", 400, "invalid_query"),
+        // LL-HLS delivery directives (the fixture ends at seq 8): garbage, negative, huge,
+        // repeated, part without msn, unknown _HLS_ keys, too far ahead -> 400 at once, no wait.
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=abc",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=-1",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=%2B5",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=1.5",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=1e3",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=%00",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=18446744073709551616",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            &format!("/hls/live/index.m3u8?_HLS_msn={}", "9".repeat(4000)),
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=18446744073709551615",
+            400,
+            "hls_directive_too_far",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=11",
+            400,
+            "hls_directive_too_far",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=8&_HLS_msn=8",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_part=1",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=8&_HLS_part=-1",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=8&_HLS_part=x",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=8&_HLS_part=1&_HLS_part=2",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_msn=9&_HLS_part=18446744073709551615",
+            400,
+            "hls_directive_too_far",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_skip=yes",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_skip=V2",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_skip=",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_skip=YES&_HLS_skip=v2",
+            400,
+            "invalid_hls_directive",
+        ),
+        get(
+            "/hls/live/index.m3u8?_HLS_foo=1",
+            400,
+            "invalid_hls_directive",
+        ),
+        get("/hls/nostream/index.m3u8?_HLS_msn=1", 404, "unknown_stream"),
+        get("/hls/live/e1-00000099.p0.m4s", 404, "part_not_found"),
+        get("/hls/live/e7-00000009.p0.m4s", 404, "part_not_found"),
+        get("/hls/live/e1-00000009.p01.m4s", 404, "not_found"),
         // files: strict names, traversal in every spelling, aged out
         get("/hls/live/../../Cargo.toml", 404, "not_found"),
         get("/hls/live/..%2F..%2Fsecret.txt", 404, "not_found"),
@@ -344,6 +465,38 @@ fn writes_without_a_configured_token_are_refused_with_a_hint() {
     assert_eq!(r.status, 403);
     // Reads still work.
     assert_eq!(s.get("/markers").status, 200);
+}
+
+/// The `Authorization` scheme is case-insensitive (RFC 9110 11.1): `bearer <token>`, as some HTTP
+/// clients send it, was refused with 401 (found by QA with curl -H 'Authorization: bearer ...').
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let s = crate::common::TestServer::start();
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("{scheme} {TOKEN}");
+        let r = request(
+            s.addr,
+            "POST",
+            "/markers",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"label": "x", "hls": 1}"#,
+        );
+        assert!(r.status == 201 || r.status == 200, "{scheme}: {}", r.text());
+    }
+    let r = request(
+        s.addr,
+        "POST",
+        "/markers",
+        &[
+            ("Authorization", &format!("Basic {TOKEN}")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"label": "x", "hls": 1}"#,
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
 }
 
 #[test]

@@ -93,6 +93,7 @@ pub async fn publish_fixture(store: &Arc<dyn Store>, data: &Path) -> Timeline {
         fps,
         segment_frames: 30,
         hls_end: Some(HlsTime(6 * D)),
+        pts_start: None,
     };
     let e1 = Epoch {
         index: 1,
@@ -103,6 +104,7 @@ pub async fn publish_fixture(store: &Arc<dyn Store>, data: &Path) -> Timeline {
         fps,
         segment_frames: 30,
         hls_end: None,
+        pts_start: None,
     };
     store.put_epoch(&stream, &e0).await.unwrap();
     store.put_epoch(&stream, &e1).await.unwrap();
@@ -119,6 +121,7 @@ pub async fn publish_fixture(store: &Arc<dyn Store>, data: &Path) -> Timeline {
                 utc_start: timeline.hls_to_utc(hls).unwrap(),
                 file,
                 init_file: Some(format!("e{epoch}-init.mp4")),
+                frames: Default::default(),
             };
             store.append_segment(&stream, &seg).await.unwrap();
         }
@@ -132,7 +135,8 @@ pub fn config(data: &Path, token: Option<&str>) -> ApiConfig {
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.token = token.map(str::to_owned);
     c.workers = 2;
-    c.frontend_dir = data.join("no-frontend");
+    // A directory the page tests fill (the embedded page has tests of its own).
+    c.frontend_dir = Some(data.join("no-frontend"));
     c.sse_keepalive = Duration::from_secs(1);
     c.shutdown_timeout = Duration::from_secs(2);
     c

@@ -5,10 +5,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod clips;
 mod common;
-mod fastpath;
+mod dvr;
+mod faults;
 mod files;
 mod hardening;
+mod llhls;
 mod markers;
+mod outage;
+mod page;
 mod playlists;
+mod previews;
+mod real_sources;
 mod replicas;
+mod tls;

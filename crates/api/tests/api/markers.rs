@@ -94,7 +94,14 @@ fn markers_round_trip_in_every_clock() {
 
     // One marker; idempotent re-POST; conflicting re-POST; delete.
     let id = a["id"].as_str().unwrap();
-    assert_eq!(s.get(&format!("/markers/{id}")).json(), a);
+    // The POST answer also says which frame the time landed on; the marker itself is the same.
+    assert_eq!(
+        a["frame"],
+        json!({"seq": 2, "index": 10, "hls": 70.0 / 30.0, "hls_90k": 70 * 3_000})
+    );
+    let mut stored = a.clone();
+    stored.as_object_mut().unwrap().remove("frame");
+    assert_eq!(s.get(&format!("/markers/{id}")).json(), stored);
     let again = s.post_marker(
         &json!({"id": id, "label": "by hls", "hls": 2.34, "duration": 0.5, "data": {"score": 1}}),
     );
@@ -128,9 +135,11 @@ fn sse_delivers_a_posted_marker() {
     let s = TestServer::start();
     let mut feed = Sse::connect(s.addr, "/markers/live");
     let mut other = Sse::connect(s.addr, "/markers/live?stream=live");
-    let posted = s
+    let mut posted = s
         .post_marker(&json!({"label": "live one", "hls": 3.0}))
         .json();
+    // Only the POST answer says which frame it landed on.
+    posted.as_object_mut().unwrap().remove("frame");
     let got = feed.next_marker();
     assert_eq!(got, posted);
     assert_eq!(other.next_marker()["id"], posted["id"]);
@@ -199,6 +208,7 @@ fn media_published_ahead_of_the_wall_clock_takes_markers() {
         fps: FrameRate::integer(30),
         segment_frames: 30,
         hls_end: None,
+        pts_start: None,
     };
     s.rt.block_on(s.store.put_epoch(&live, &e)).unwrap();
     let last = Segment {
@@ -209,10 +219,309 @@ fn media_published_ahead_of_the_wall_clock_takes_markers() {
         utc_start: e.utc_start + Duration90k(599 * D),
         file: "e0-00000599.m4s".to_owned(),
         init_file: Some("e0-init.mp4".to_owned()),
+        frames: Default::default(),
     };
     s.rt.block_on(s.store.append_segment(&live, &last)).unwrap();
     let ok = s.post_marker(&json!({"label": "late in the media", "hls": 590.0}));
     assert_eq!(ok.status, 201, "{}", ok.text());
     let too_far = s.post_marker(&json!({"label": "beyond", "hls": 700.0}));
     assert_eq!(too_far.status, 400, "{}", too_far.text());
+}
+
+fn bulk(n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| {
+            let severity = ["info", "warning", "critical"][i % 3];
+            json!({
+                "id": format!("00000000-0000-4000-8000-{:012}", i + 1),
+                "label": format!("detection {i}"),
+                "kind": "detector",
+                "hls": 0.005 * i as f64,
+                "severity": severity,
+                "tags": ["person", format!("zone:{}", i % 4)],
+            })
+        })
+        .collect()
+}
+
+fn count(s: &TestServer) -> usize {
+    let mut n = 0;
+    let mut path = "/markers?limit=1000".to_owned();
+    loop {
+        let page = s.get(&path).json();
+        n += page["markers"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/markers?limit=1000&cursor={c}"),
+            None => return n,
+        }
+    }
+}
+
+/// Issue 16: a bulk POST of 1,000 markers with one bad entry is refused naming the entry and
+/// stores nothing; without it, all are stored once (and pushed once over SSE); the same POST
+/// again changes nothing; the same id with other content is a conflict naming the entry.
+#[test]
+fn bulk_post_is_all_or_nothing_idempotent_and_names_the_entry() {
+    let s = TestServer::start();
+    let good = bulk(1000);
+    assert!(
+        json!(good).to_string().len() > 64 * 1024,
+        "bigger than the single-marker body limit"
+    );
+    for (index, field, value, code) in [
+        (617, "label", json!(""), "invalid_label"),
+        (3, "severity", json!("urgent"), "invalid_severity"),
+        (999, "color", json!("red"), "invalid_color"),
+        (500, "tags", json!(["a b"]), "invalid_tags"),
+        (0, "hls", json!(1.0e7), "time_out_of_range"),
+        (10, "stream", json!("other"), "invalid_stream"),
+        (20, "no_such_field", json!(1), "invalid_json"),
+    ] {
+        let mut b = good.clone();
+        b[index][field] = value;
+        let r = s.post_marker(&json!(b));
+        assert_eq!(r.status, 400, "{field}: {}", r.text());
+        assert_eq!(r.error_code(), code, "{field}");
+        let id = good[index]["id"].as_str().unwrap();
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("markers[{index}] (id {id}): ")),
+            "{}",
+            r.text()
+        );
+        assert_eq!(count(&s), 0, "nothing stored after a bad {field}");
+    }
+    let mut too_many = bulk(1001);
+    too_many.truncate(1001);
+    let r = s.post_marker(&json!(too_many));
+    assert_eq!(r.error_code(), "batch_too_large", "{}", r.text());
+    assert_eq!(s.post_marker(&json!([])).error_code(), "invalid_json");
+
+    let mut feed = Sse::connect(s.addr, "/markers/live");
+    let r = s.post_marker(&json!(good));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let body = r.json();
+    assert_eq!(
+        (body["created"].as_u64(), body["existing"].as_u64()),
+        (Some(1000), Some(0))
+    );
+    let answered = body["markers"].as_array().unwrap();
+    assert_eq!(answered.len(), 1000);
+    assert_eq!(answered[7]["id"], good[7]["id"], "in request order");
+    assert_eq!(answered[7]["severity"], "warning");
+    assert_eq!(answered[7]["tags"], json!(["person", "zone:3"]));
+    assert!(answered[7]["frame"]["hls_90k"].is_i64());
+    assert_eq!(count(&s), 1000);
+    // Each marker once on the live feed, then the next marker.
+    let mut pushed = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let m = feed.next_marker();
+        assert!(pushed.insert(m["id"].as_str().unwrap().to_owned()), "{m}");
+    }
+    let after = s.post_marker(&json!({"label": "after the batch", "hls": 9.0}));
+    assert_eq!(feed.next_marker()["id"], after.json()["id"]);
+
+    // The same POST again: 200, nothing new.
+    let r = s.post_marker(&json!(good));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["existing"], 1000);
+    assert_eq!(count(&s), 1001);
+
+    // Same id, other content: 409 naming the entry; the new entry of that batch is not stored.
+    let mut changed = good[..999].to_vec();
+    changed[42]["label"] = json!("something else");
+    changed.push(json!({"id": "00000000-0000-4000-8000-999999999999", "label": "new", "hls": 1.0}));
+    let r = s.post_marker(&json!(changed));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.error_code(), "conflict");
+    let id = good[42]["id"].as_str().unwrap();
+    assert!(
+        r.text().contains(&format!("markers[42] (id {id})")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(count(&s), 1001);
+    assert_eq!(
+        s.get("/markers/00000000-0000-4000-8000-999999999999")
+            .status,
+        404
+    );
+}
+
+#[test]
+fn severity_color_and_tags_are_stored_shown_filtered_and_in_the_playlist() {
+    let s = TestServer::start();
+    let a = s.post_marker(&json!({
+        "label": "door opened", "kind": "door", "hls": 2.0, "severity": "critical",
+        "color": "#FF8800", "tags": ["entrance", "zone:a", "entrance"],
+    }));
+    assert_eq!(a.status, 201, "{}", a.text());
+    let a = a.json();
+    assert_eq!(a["severity"], "critical");
+    assert_eq!(a["color"], "#ff8800", "stored lower case");
+    assert_eq!(
+        a["tags"],
+        json!(["entrance", "zone:a"]),
+        "a repeated tag once"
+    );
+    let b = s
+        .post_marker(&json!({"label": "person", "kind": "person", "hls": 3.0, "tags": ["zone:a"]}))
+        .json();
+    assert_eq!(b["severity"], "info");
+    assert_eq!(b["color"], serde_json::Value::Null);
+    let c = s
+        .post_marker(
+            &json!({"label": "door closed", "kind": "door", "hls": 4.0, "severity": "warning"}),
+        )
+        .json();
+    assert_eq!(c["tags"], json!([]));
+    let ids = |path: &str| -> Vec<serde_json::Value> {
+        let r = s.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json()["markers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].clone())
+            .collect()
+    };
+    assert_eq!(
+        ids("/markers?kind=door"),
+        vec![a["id"].clone(), c["id"].clone()]
+    );
+    assert_eq!(ids("/markers?label=door%20c"), vec![c["id"].clone()]);
+    assert_eq!(
+        ids("/markers?tag=zone:a"),
+        vec![a["id"].clone(), b["id"].clone()]
+    );
+    assert_eq!(ids("/markers?severity=critical"), vec![a["id"].clone()]);
+    assert_eq!(
+        ids("/markers?severity=warning,critical&kind=door&from=0&to=10"),
+        vec![a["id"].clone(), c["id"].clone()]
+    );
+    assert_eq!(
+        ids("/markers?kind=door&tag=zone:a&severity=info"),
+        Vec::<serde_json::Value>::new()
+    );
+    // Filtered paging: one per page, every match once.
+    let first = s.get("/markers?kind=door&limit=1").json();
+    assert_eq!(first["markers"][0]["id"], a["id"]);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second = s
+        .get(&format!("/markers?kind=door&limit=1&cursor={cursor}"))
+        .json();
+    assert_eq!(second["markers"][0]["id"], c["id"]);
+    // Values no marker could have: 400 naming the parameter.
+    for (q, name) in [
+        ("kind=Door%20X", "kind="),
+        ("label=", "label="),
+        ("tag=a%20b", "tag="),
+        ("severity=urgent", "severity="),
+        ("severity=info,,warning", "severity="),
+    ] {
+        let r = s.get(&format!("/markers?{q}"));
+        assert_eq!(r.status, 400, "{q}");
+        assert_eq!(r.error_code(), "invalid_parameter", "{q}");
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(name),
+            "{}",
+            r.text()
+        );
+    }
+    // Bad style on POST.
+    for (body, code) in [
+        (
+            json!({"label": "x", "hls": 1, "severity": "high"}),
+            "invalid_severity",
+        ),
+        (
+            json!({"label": "x", "hls": 1, "color": "orange"}),
+            "invalid_color",
+        ),
+        (
+            json!({"label": "x", "hls": 1, "color": "#12345"}),
+            "invalid_color",
+        ),
+        (
+            json!({"label": "x", "hls": 1, "tags": ["ok", "not ok"]}),
+            "invalid_tags",
+        ),
+        (
+            json!({"label": "x", "hls": 1, "tags": [""]}),
+            "invalid_tags",
+        ),
+        (
+            json!({"label": "x", "hls": 1, "tags": ["x".repeat(33)]}),
+            "invalid_tags",
+        ),
+        (
+            json!({"label": "x", "hls": 1, "tags": (0..17).map(|i| format!("t{i}")).collect::<Vec<_>>()}),
+            "invalid_tags",
+        ),
+    ] {
+        let r = s.post_marker(&body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert_eq!(r.error_code(), code, "{body}");
+    }
+    // The playlist's date range carries them (only when set).
+    let pl = s.get("/hls/live/index.m3u8").text();
+    let line = |id: &serde_json::Value| {
+        pl.lines()
+            .find(|l| l.contains(id.as_str().unwrap()))
+            .unwrap_or_else(|| panic!("no DATERANGE for {id} in\n{pl}"))
+            .to_owned()
+    };
+    assert!(
+        line(&a["id"]).ends_with(
+            "X-LABEL=\"door opened\",X-SEVERITY=\"critical\",X-COLOR=\"#ff8800\",X-TAGS=\"entrance,zone:a\""
+        ),
+        "{pl}"
+    );
+    assert!(
+        line(&b["id"]).ends_with("X-LABEL=\"person\",X-TAGS=\"zone:a\""),
+        "{pl}"
+    );
+    assert!(
+        line(&c["id"]).ends_with("X-LABEL=\"door closed\",X-SEVERITY=\"warning\""),
+        "{pl}"
+    );
+}
+
+/// The live feed carries severity, colour and tags, and takes the filters of `GET /markers`.
+#[test]
+fn live_feed_carries_the_style_and_takes_the_filters() {
+    let s = TestServer::start();
+    let mut all = Sse::connect(s.addr, "/markers/live");
+    let mut critical = Sse::connect(s.addr, "/markers/live?severity=critical&tag=door");
+    let plain = s
+        .post_marker(&json!({"label": "plain", "hls": 1.0, "tags": ["door"]}))
+        .json();
+    let loud = s
+        .post_marker(&json!({"label": "loud", "hls": 2.0, "severity": "critical",
+            "color": "#aa0000", "tags": ["door", "zone:b"]}))
+        .json();
+    assert_eq!(all.next_marker()["id"], plain["id"]);
+    let got = all.next_marker();
+    assert_eq!(got["id"], loud["id"]);
+    assert_eq!(
+        (&got["severity"], &got["color"], &got["tags"]),
+        (
+            &json!("critical"),
+            &json!("#aa0000"),
+            &json!(["door", "zone:b"])
+        )
+    );
+    assert_eq!(
+        critical.next_marker()["id"],
+        loud["id"],
+        "the plain one is filtered out"
+    );
+    let r = s.get("/markers/live?severity=loud");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "invalid_parameter");
 }

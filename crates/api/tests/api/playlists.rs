@@ -306,3 +306,89 @@ fn the_built_page_and_its_assets_are_served() {
     assert_eq!(js.text(), "console.log(1)");
     assert_eq!(s.get("/assets/app-2.js").error_code(), "not_found");
 }
+
+fn bulk_marker(n: u128, hls_ms: i64, duration_ms: i64) -> hlsmark_store::Marker {
+    let hls = hlsmark_clock::HlsTime(hls_ms * 90);
+    hlsmark_store::Marker {
+        id: uuid::Uuid::from_u128(n),
+        stream: hlsmark_store::StreamName::live(),
+        label: format!("bulk {n}"),
+        kind: "event".into(),
+        gen_time: hlsmark_clock::GenTime(hls.ticks()),
+        hls,
+        utc: crate::common::anchor() + hlsmark_clock::Duration90k(hls.ticks()),
+        duration: hlsmark_clock::Duration90k(duration_ms * 90),
+        severity: Default::default(),
+        color: None,
+        tags: Vec::new(),
+        data: None,
+        created_at: crate::common::anchor(),
+    }
+}
+
+fn dateranges(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("#EXT-X-DATERANGE:"))
+        .map(|l| {
+            l.split("ID=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Issue 18 row 6: 2,500 markers in the ten minutes before the window used to fill the old
+/// "first 2,000 since the lookback" query, and the playlists carried no date range at all. The
+/// markers overlapping the window are listed however many came before.
+#[test]
+fn markers_overlapping_the_window_are_listed_behind_thousands_of_older_ones() {
+    let s = TestServer::start();
+    let mut ms: Vec<_> = (0..2_500u128)
+        .map(|i| bulk_marker(10_000 + i, -600_000 + i64::try_from(i).unwrap() * 239, 100))
+        .collect();
+    // Started before the window, still running into it.
+    ms.push(bulk_marker(1, -5_000, 10_000));
+    for (n, at) in [(2u128, 1_000), (3, 4_000), (4, 8_000)] {
+        ms.push(bulk_marker(n, at, 500));
+    }
+    s.rt.block_on(s.store.insert_markers(&ms)).unwrap();
+    let want: Vec<String> = (1..=4u128)
+        .map(|n| uuid::Uuid::from_u128(n).to_string())
+        .collect();
+    let live = s.get("/hls/live/index.m3u8").text();
+    assert_eq!(dateranges(&live), want, "{live}");
+    assert!(!live.contains("# hlsmark:"), "not capped: {live}");
+    let vod = s.get("/hls/live/vod.m3u8?from=0&to=9").text();
+    assert_eq!(dateranges(&vod), want, "{vod}");
+}
+
+/// More overlapping markers than the cap: the newest `MAX_DATERANGES` are listed, in time
+/// order, and a comment line says the playlist is capped.
+#[test]
+fn a_capped_playlist_keeps_the_newest_markers_and_says_so() {
+    let s = TestServer::start();
+    // `state::MAX_DATERANGES` (documented in design/api.md).
+    let cap = 2_000;
+    let total = cap + 150;
+    let ms: Vec<_> = (0..total)
+        .map(|i| {
+            let i = i64::try_from(i).unwrap();
+            bulk_marker(100_000 + u128::try_from(i).unwrap(), i * 4, 0)
+        })
+        .collect();
+    s.rt.block_on(s.store.insert_markers(&ms)).unwrap();
+    let live = s.get("/hls/live/index.m3u8").text();
+    let listed = dateranges(&live);
+    assert_eq!(listed.len(), cap);
+    let newest: Vec<String> = ms[total - cap..].iter().map(|m| m.id.to_string()).collect();
+    assert_eq!(listed, newest);
+    assert!(
+        live.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("# hlsmark: more markers overlap this playlist")),
+        "{}",
+        &live[..300]
+    );
+}

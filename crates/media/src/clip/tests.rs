@@ -1,0 +1,243 @@
+//! Clips of real ffmpeg fMP4 (B-frames, AAC) checked by ffmpeg and ffprobe: the first and last
+//! shown frames by picture checksum, durations to the frame, 32- and 64-bit chunk offsets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use bytes::Bytes;
+use hlsmark_clock::HlsTime;
+
+use super::*;
+
+const FRAME: i64 = 3_600; // 25 fps at 90 kHz
+/// Presentation time of frame 0: ffmpeg delays a B-frame stream by two frames (dts 0, pts 7200).
+const P0: i64 = 2 * FRAME;
+
+/// Presentation time of frame `n`.
+fn t(n: i64) -> i64 {
+    P0 + n * FRAME
+}
+
+/// 4 s of 25 fps test pattern (2 B-frames, a keyframe every second) with AAC 48 kHz, as
+/// hlsmark's ingest asks ffmpeg for it: `(init, every fragment as its own segment file)`.
+fn source(dir: &Path) -> (Bytes, Vec<Bytes>, std::path::PathBuf) {
+    let path = dir.join("src.mp4");
+    let res = Command::new("ffmpeg")
+        .args(["-y", "-v", "error", "-nostdin", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=160x96:rate=25")
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "4", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args([
+            "-bf",
+            "2",
+            "-g",
+            "25",
+            "-keyint_min",
+            "25",
+            "-sc_threshold",
+            "0",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", "48000"])
+        .args([
+            "-f",
+            "mp4",
+            "-movflags",
+            "empty_moov+default_base_moof+frag_keyframe",
+        ])
+        .args([
+            "-frag_duration",
+            "200000",
+            "-video_track_timescale",
+            "90000",
+        ])
+        .arg(&path)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let all = Bytes::from(std::fs::read(&path).unwrap());
+    let mut init_end = 0;
+    let mut frags = Vec::new();
+    let mut frag_start = None;
+    for (h, at, len) in boxes::children(&all) {
+        match &h.kind.to_string()[..] {
+            "ftyp" | "moov" => init_end = at + len,
+            "moof" => frag_start = Some(at),
+            "mdat" => {
+                let s = frag_start.take().unwrap();
+                frags.push(all.slice(s..at + len));
+            }
+            _ => {}
+        }
+    }
+    (all.slice(..init_end), frags, path)
+}
+
+/// Every decoded video frame of `path`: (pts in seconds, picture checksum), presentation order.
+fn frames(path: &Path) -> Vec<(f64, String)> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-map", "0:v:0", "-vf", "showinfo", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    let field = |l: &str, k: &str| -> String {
+        let i = l.find(k).unwrap() + k.len();
+        l[i..].split_whitespace().next().unwrap().to_owned()
+    };
+    log.lines()
+        .filter(|l| l.contains("Parsed_showinfo") && l.contains(" pts_time:"))
+        .map(|l| {
+            (
+                field(l, "pts_time:").parse().unwrap(),
+                field(l, "checksum:"),
+            )
+        })
+        .collect()
+}
+
+fn probe(path: &Path, entries: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", entries, "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "ffprobe complains: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Writes the planned clip to `path`.
+fn write(path: &Path, p: &ClipPlan, segs: &[Bytes]) {
+    let mut b = p.head.to_vec();
+    for piece in &p.pieces {
+        let s = &segs[piece.segment];
+        let at = usize::try_from(piece.offset).unwrap();
+        b.extend_from_slice(&s[at..at + usize::try_from(piece.len).unwrap()]);
+    }
+    assert_eq!(b.len() as u64, p.len);
+    std::fs::write(path, b).unwrap();
+}
+
+fn make(
+    dir: &Path,
+    name: &str,
+    from: i64,
+    to: i64,
+    opts: ClipOptions,
+) -> (ClipPlan, Vec<(f64, String)>) {
+    let (init, segs, _) = source(dir);
+    let init = ClipInit::parse(init).unwrap();
+    let files: Vec<&dyn ReadAt> = segs.iter().map(|s| s as &dyn ReadAt).collect();
+    let segments: Vec<ClipSegment> = init
+        .scan(&files)
+        .unwrap()
+        .into_iter()
+        .map(|runs| ClipSegment { runs, end: None })
+        .collect();
+    let p = plan(&init, &segments, HlsTime(from), HlsTime(to), opts).unwrap();
+    let path = dir.join(name);
+    write(&path, &p, &segs);
+    (p, frames(&path))
+}
+
+#[test]
+fn the_first_shown_frame_is_the_one_at_from_and_the_clip_lasts_whole_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, src) = source(dir.path());
+    let all = frames(&src);
+    assert_eq!(all.len(), 100);
+    // Frame 38 (a B- or P-frame 13 frames after a keyframe) to frame 65 (exclusive); `from` a
+    // little after frame 38 starts still shows frame 38.
+    let (p, got) = make(
+        dir.path(),
+        "a.mp4",
+        t(38) + 100,
+        t(65),
+        ClipOptions::default(),
+    );
+    assert_eq!(p.info.start, HlsTime(t(38)));
+    assert_eq!(p.info.end, HlsTime(t(65)));
+    assert_eq!(p.info.frames, 27);
+    // Decoded from the keyframe at frame 25: 13 frames before the first shown one.
+    assert!(p.info.video_samples >= 40, "{:?}", p.info);
+    assert!(p.info.audio_samples > 0);
+    assert!(!p.info.co64);
+    let sums: Vec<&str> = got.iter().map(|f| f.1.as_str()).collect();
+    let want: Vec<&str> = all[38..65].iter().map(|f| f.1.as_str()).collect();
+    assert_eq!(sums, want, "the clip shows exactly frames 38..65");
+    assert!(
+        got[0].0.abs() < 1e-9,
+        "the first shown frame is at 0: {:?}",
+        got[0]
+    );
+    let path = dir.path().join("a.mp4");
+    assert_eq!(probe(&path, "format=duration"), "1.080000");
+    let streams = probe(&path, "stream=codec_type,duration");
+    assert!(streams.contains("video,1.080000"), "{streams}");
+    assert!(streams.contains("audio,1.080000"), "{streams}");
+    // faststart: moov before mdat.
+    let head = std::fs::read(&path).unwrap();
+    let kinds: Vec<String> = boxes::children(&head)
+        .map(|(h, _, _)| h.kind.to_string())
+        .collect();
+    assert_eq!(kinds, ["ftyp", "moov", "mdat"]);
+}
+
+#[test]
+fn co64_offsets_give_the_same_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, fa) = make(dir.path(), "a.mp4", t(10), t(90), ClipOptions::default());
+    let (b, fb) = make(
+        dir.path(),
+        "b.mp4",
+        t(10),
+        t(90),
+        ClipOptions { force_co64: true },
+    );
+    assert!(b.info.co64 && !a.info.co64);
+    assert_eq!(b.len, a.len + 4 * (a.pieces.len() as u64));
+    assert_eq!(fa, fb);
+    assert_eq!(fa.len(), 80);
+}
+
+#[test]
+fn a_range_before_the_media_starts_at_its_first_frame_and_an_empty_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, got) = make(dir.path(), "a.mp4", -90_000, t(5), ClipOptions::default());
+    assert_eq!(
+        (p.info.start, p.info.frames, got.len()),
+        (HlsTime(P0), 5, 5)
+    );
+    let (init, segs, _) = source(dir.path());
+    let init = ClipInit::parse(init).unwrap();
+    let files: Vec<&dyn ReadAt> = segs.iter().map(|s| s as &dyn ReadAt).collect();
+    let segments: Vec<ClipSegment> = init
+        .scan(&files)
+        .unwrap()
+        .into_iter()
+        .map(|runs| ClipSegment { runs, end: None })
+        .collect();
+    let e = plan(
+        &init,
+        &segments,
+        HlsTime(500 * FRAME),
+        HlsTime(600 * FRAME),
+        ClipOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ClipError::NoFrames { .. }), "{e}");
+    // A truncated segment is an error, not a panic.
+    let cut = segs[3].slice(..segs[3].len() - 10);
+    let e = init.scan(&[&cut as &dyn ReadAt]).unwrap_err();
+    assert!(matches!(e, ClipError::Invalid(_)), "{e}");
+}

@@ -1,0 +1,906 @@
+//! Exact-frame thumbnails: the picture of frame `index` (presentation order, as in the segment's
+//! frame table) of a retained segment, decoded by ffmpeg from the epoch's init section and the
+//! segment, from the segment's keyframe to that frame, and kept in a bounded least-recently-used
+//! cache (segments never change).
+//!
+//! Most of a cold thumbnail's time was ffmpeg starting (loading its libraries: ~50-80 ms of CPU,
+//! more of wall time on a busy machine) rather than decoding. So [`SPARES`] ffmpegs are kept
+//! started ahead ("spares"), blocked reading their input from stdin, in a pool of the
+//! [`Thumbnails`] (any thread may use any of them: they are plain processes, their pipes are
+//! handed to the runtime of the request that takes one). A request writes its filter into the
+//! spare's `-filter_script` file (read only once the input is open) and pipes the init section and
+//! segment in; the pool is topped up after the picture is made, so the next ffmpeg's start does
+//! not compete with this decode for a core. Without a spare, or if the spare fails, ffmpeg is run
+//! as before.
+//!
+//! Also the timeline's tiles: one small picture per segment (its first frame, which is always a
+//! keyframe: segments are cut at keyframes), decoded with `-skip_frame nokey` so only that one
+//! frame is decoded, letterboxed to [`TILE_WIDTH`] x [`TILE_HEIGHT`], kept in a cache of their
+//! own (an hour of one-second segments is 3,600 tiles of ~3 KB).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hlsmark_clock::SeqNo;
+
+use crate::PreviewError;
+
+/// ffmpeg runs at once for thumbnails (each decodes up to a segment of video).
+const CONCURRENT: usize = 2;
+/// ffmpegs kept started ahead: one per turn and one more, so that a spare taken was started at
+/// least one picture earlier (an ffmpeg's start is ~50 ms of CPU; taken sooner, the request
+/// waits for the rest of it), also when requests come back to back or several at once.
+pub const SPARES: usize = CONCURRENT + 1;
+/// How long a request waits for a turn before it is refused as busy.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// How long one extraction may take.
+const EXTRACT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an ffmpeg that closed its output may take to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Size of a timeline tile (16:9; other shapes are letterboxed into it).
+pub const TILE_WIDTH: u32 = 160;
+pub const TILE_HEIGHT: u32 = 90;
+/// Tiles kept: four hours of one-second segments of one stream, or an hour of four streams.
+const TILE_MAX_ENTRIES: usize = 16_384;
+const TILE_MAX_BYTES: usize = 64 << 20;
+
+/// One timeline tile: the first frame of a segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TileKey {
+    pub stream: String,
+    pub epoch: u32,
+    pub seq: SeqNo,
+}
+
+/// One thumbnail: which frame, at which width (`None`: the video's own size).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ThumbKey {
+    pub stream: String,
+    pub epoch: u32,
+    pub seq: SeqNo,
+    pub index: usize,
+    pub width: Option<u32>,
+}
+
+/// A thumbnail and whether it came from the cache.
+#[derive(Debug, Clone)]
+pub struct Thumb {
+    pub jpeg: Bytes,
+    pub cached: bool,
+}
+
+/// Extracts and caches thumbnails.
+#[derive(Debug)]
+pub struct Thumbnails {
+    ffmpeg: PathBuf,
+    max_entries: usize,
+    max_bytes: usize,
+    turns: tokio::sync::Semaphore,
+    cache: Mutex<Lru<ThumbKey>>,
+    tiles: Mutex<Lru<TileKey>>,
+    /// Streams whose tiles someone makes as segments finish (see [`Self::claim_tiler`]).
+    tilers: Mutex<HashSet<String>>,
+    /// ffmpegs started ahead, waiting for a request's input (see the module's notes).
+    spares: Mutex<VecDeque<Spare>>,
+    /// Spares are not used after one failed where a plain run worked (an ffmpeg without
+    /// `-filter_script`, say).
+    no_spares: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Lru<K> {
+    map: HashMap<K, (Bytes, u64)>,
+    tick: u64,
+    bytes: usize,
+}
+
+impl<K> Default for Lru<K> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            tick: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Lru<K> {
+    fn lookup(&mut self, key: &K) -> Option<Bytes> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (b, used) = self.map.get_mut(key)?;
+        *used = tick;
+        Some(b.clone())
+    }
+
+    fn insert(&mut self, key: K, value: Bytes, max_entries: usize, max_bytes: usize) {
+        if value.len() > max_bytes {
+            return;
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        self.bytes += value.len();
+        if let Some((old, _)) = self.map.insert(key, (value, tick)) {
+            self.bytes -= old.len();
+        }
+        while self.map.len() > max_entries || self.bytes > max_bytes {
+            let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+    }
+
+    fn remove(&mut self, key: &K) {
+        if let Some((b, _)) = self.map.remove(key) {
+            self.bytes -= b.len();
+        }
+    }
+}
+
+impl Thumbnails {
+    /// `ffmpeg` (a name on `PATH` or a path); at most `max_entries` thumbnails and `max_bytes`
+    /// kept.
+    pub fn new(ffmpeg: PathBuf, max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            ffmpeg,
+            max_entries: max_entries.max(1),
+            max_bytes,
+            turns: tokio::sync::Semaphore::new(CONCURRENT),
+            cache: Mutex::new(Lru::default()),
+            tiles: Mutex::new(Lru::default()),
+            tilers: Mutex::new(HashSet::new()),
+            spares: Mutex::new(VecDeque::new()),
+            no_spares: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the spare ffmpegs unless they run (cheap when they do). Called by every request
+    /// that may lead to a cold thumbnail (the seek bar's track starts them before anyone asks
+    /// for a picture); a server that makes no pictures starts none.
+    pub fn warm_up(&self) {
+        if self.no_spares.load(Ordering::Relaxed) {
+            return;
+        }
+        let want = SPARES.saturating_sub(self.spares.lock().map_or(SPARES, |s| s.len()));
+        // Started outside the lock: a fork and exec each.
+        let started: Vec<Spare> = (0..want).map_while(|_| start_spare(&self.ffmpeg)).collect();
+        if let Ok(mut s) = self.spares.lock() {
+            s.extend(started);
+            s.truncate(SPARES);
+        }
+    }
+
+    /// Spares waiting now (tests, diagnostics).
+    pub fn spares_waiting(&self) -> usize {
+        self.spares.lock().map_or(0, |s| s.len())
+    }
+
+    /// The oldest spare that still waits, if any (the oldest: the most likely to have finished
+    /// starting).
+    fn take_spare(&self) -> Option<Spare> {
+        if self.no_spares.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut pool = self.spares.lock().ok()?;
+        while let Some(mut s) = pool.pop_front() {
+            if matches!(s.child.try_wait(), Ok(None)) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Makes the tiles of `segments` (seq and file, consecutive in one epoch sharing `init`) in
+    /// one ffmpeg run: a tile's cost is mostly ffmpeg's start (~0.1 s of CPU alone, ~0.02 s each
+    /// in a run of five). Returns how many were made: 0 when the run did not give exactly one
+    /// picture per segment (a segment with several keyframes), and the caller makes them one by
+    /// one.
+    pub async fn tiles_batch(
+        &self,
+        stream: &str,
+        epoch: u32,
+        init: Option<&Path>,
+        segments: &[(SeqNo, PathBuf)],
+    ) -> Result<usize, PreviewError> {
+        let Some((_, first)) = segments.first() else {
+            return Ok(0);
+        };
+        let paths: Vec<&Path> = segments.iter().map(|(_, p)| p.as_path()).collect();
+        self.warm_up();
+        let _turn = tokio::time::timeout(QUEUE_WAIT, self.turns.acquire())
+            .await
+            .map_err(|_| PreviewError::Busy)?
+            .map_err(|_| PreviewError::Busy)?;
+        let out = run_ffmpeg(
+            &self.ffmpeg,
+            tiles_args(init, &paths, false),
+            init,
+            first,
+            0,
+        )
+        .await?;
+        let mut split = crate::jpeg::JpegSplitter::new(out.len() + 1);
+        split.push(&out);
+        let pictures: Vec<Bytes> = std::iter::from_fn(|| split.next_picture()).collect();
+        if pictures.len() != segments.len() {
+            return Ok(0);
+        }
+        let Ok(mut c) = self.tiles.lock() else {
+            return Ok(0);
+        };
+        for ((seq, _), jpeg) in segments.iter().zip(pictures) {
+            let key = TileKey {
+                stream: stream.to_owned(),
+                epoch,
+                seq: *seq,
+            };
+            c.insert(key, jpeg, TILE_MAX_ENTRIES, TILE_MAX_BYTES);
+        }
+        Ok(segments.len())
+    }
+
+    /// Tiles in the cache now and their bytes.
+    pub fn tiles_cached(&self) -> (usize, usize) {
+        self.tiles.lock().map_or((0, 0), |c| (c.map.len(), c.bytes))
+    }
+
+    /// `true` once per stream: the caller is to make its tiles as segments finish (one task per
+    /// stream and process, however many requests ask at once).
+    pub fn claim_tiler(&self, stream: &str) -> bool {
+        self.tilers
+            .lock()
+            .is_ok_and(|mut t| t.insert(stream.to_owned()))
+    }
+
+    /// Gives the stream's tiler back (its task ended), so the next request starts another.
+    pub fn release_tiler(&self, stream: &str) {
+        if let Ok(mut t) = self.tilers.lock() {
+            t.remove(stream);
+        }
+    }
+
+    /// Whether the tile is made (without waiting or making it).
+    pub fn has_tile(&self, key: &TileKey) -> bool {
+        self.tiles.lock().is_ok_and(|c| c.map.contains_key(key))
+    }
+
+    /// Forgets the stream's tiles of segments before `seq` (retention removed them) or of
+    /// another epoch numbering (a wiped data directory reuses sequence numbers).
+    pub fn forget_tiles_before(&self, stream: &str, seq: SeqNo) {
+        let Ok(mut c) = self.tiles.lock() else { return };
+        let gone: Vec<TileKey> = c
+            .map
+            .keys()
+            .filter(|k| k.stream == stream && k.seq < seq)
+            .cloned()
+            .collect();
+        for k in &gone {
+            c.remove(k);
+        }
+    }
+
+    /// The tile of `key` (the first frame of `init` + `segment`; MPEG-TS segments have no
+    /// init section), from the cache when it is there.
+    pub async fn tile(
+        &self,
+        key: TileKey,
+        init: Option<&Path>,
+        segment: &Path,
+    ) -> Result<Thumb, PreviewError> {
+        let lookup = |k: &TileKey| self.tiles.lock().ok().and_then(|mut c| c.lookup(k));
+        if let Some(jpeg) = lookup(&key) {
+            return Ok(Thumb { jpeg, cached: true });
+        }
+        self.warm_up();
+        let _turn = tokio::time::timeout(QUEUE_WAIT, self.turns.acquire())
+            .await
+            .map_err(|_| PreviewError::Busy)?
+            .map_err(|_| PreviewError::Busy)?;
+        if let Some(jpeg) = lookup(&key) {
+            return Ok(Thumb { jpeg, cached: true });
+        }
+        let jpeg = run_ffmpeg(&self.ffmpeg, tile_args(init, segment), init, segment, 0).await?;
+        if let Ok(mut c) = self.tiles.lock() {
+            c.insert(key, jpeg.clone(), TILE_MAX_ENTRIES, TILE_MAX_BYTES);
+        }
+        Ok(Thumb {
+            jpeg,
+            cached: false,
+        })
+    }
+
+    /// Thumbnails in the cache now and their bytes.
+    pub fn cached(&self) -> (usize, usize) {
+        self.cache.lock().map_or((0, 0), |c| (c.map.len(), c.bytes))
+    }
+
+    /// The thumbnail of `key` from `init` + `segment`, from the cache when it is there.
+    pub async fn get(
+        &self,
+        key: ThumbKey,
+        init: &Path,
+        segment: &Path,
+    ) -> Result<Thumb, PreviewError> {
+        if let Some(jpeg) = self.lookup(&key) {
+            return Ok(Thumb { jpeg, cached: true });
+        }
+        if self.spares_waiting() == 0 {
+            // The first request (or the pool ran dry): one of these is taken below.
+            self.warm_up();
+        }
+        let _turn = tokio::time::timeout(QUEUE_WAIT, self.turns.acquire())
+            .await
+            .map_err(|_| PreviewError::Busy)?
+            .map_err(|_| PreviewError::Busy)?;
+        // Another request may have made it while this one waited.
+        if let Some(jpeg) = self.lookup(&key) {
+            return Ok(Thumb { jpeg, cached: true });
+        }
+        let made = self.extract(&key, init, segment).await;
+        // The next spare starts now that this decode is done (not during it, on a core it needs).
+        self.warm_up();
+        let jpeg = made?;
+        self.insert(key, jpeg.clone());
+        Ok(Thumb {
+            jpeg,
+            cached: false,
+        })
+    }
+
+    /// The picture of `key` through a spare, else (none waiting, or it failed) a plain run.
+    async fn extract(
+        &self,
+        key: &ThumbKey,
+        init: &Path,
+        segment: &Path,
+    ) -> Result<Bytes, PreviewError> {
+        let Some(spare) = self.take_spare() else {
+            return extract(&self.ffmpeg, init, segment, key.index, key.width).await;
+        };
+        match extract_warm(spare, &self.ffmpeg, init, segment, key.index, key.width).await {
+            Ok(jpeg) => return Ok(jpeg),
+            Err(e) => tracing::debug!(error = %e, "the spare ffmpeg failed; running one"),
+        }
+        let jpeg = extract(&self.ffmpeg, init, segment, key.index, key.width).await?;
+        if !self.no_spares.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "thumbnails: ffmpeg started ahead failed where a plain run worked; not used any more"
+            );
+            if let Ok(mut s) = self.spares.lock() {
+                s.clear();
+            }
+        }
+        Ok(jpeg)
+    }
+
+    fn lookup(&self, key: &ThumbKey) -> Option<Bytes> {
+        self.cache.lock().ok()?.lookup(key)
+    }
+
+    fn insert(&self, key: ThumbKey, jpeg: Bytes) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(key, jpeg, self.max_entries, self.max_bytes);
+        }
+    }
+}
+
+/// The ffmpeg arguments of one timeline tile: only keyframes are decoded (`-skip_frame nokey`
+/// on the input's decoder) and the first one is kept, so a tile costs one frame's decode
+/// whatever the segment's length.
+pub fn tile_args(init: Option<&Path>, segment: &Path) -> Vec<String> {
+    tiles_args(init, &[segment], true)
+}
+
+/// The arguments of tiles of `segments` (one epoch, in order) in one run: a picture per keyframe.
+/// With `first_only`, only the first picture.
+pub fn tiles_args(init: Option<&Path>, segments: &[&Path], first_only: bool) -> Vec<String> {
+    let mut parts: Vec<String> = init.iter().map(|p| p.display().to_string()).collect();
+    parts.extend(segments.iter().map(|p| p.display().to_string()));
+    let input = if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        format!("concat:{}", parts.join("|"))
+    };
+    let (w, h) = (TILE_WIDTH, TILE_HEIGHT);
+    let filter = format!(
+        "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2"
+    );
+    [
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-threads",
+        "1",
+        "-skip_frame",
+        "nokey",
+        "-i",
+        &input,
+        "-an",
+        "-vf",
+        &filter,
+        "-frames:v",
+        if first_only { "1" } else { "1000000" },
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        "5",
+        "-f",
+        "image2pipe",
+        "pipe:1",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// The filter of one extraction: `n` counts decoded frames in presentation order, the frame
+/// table's index.
+fn extract_filter(index: usize, width: Option<u32>) -> String {
+    let mut filter = format!("select=eq(n\\,{index})");
+    if let Some(w) = width {
+        filter.push_str(&format!(",scale={w}:-2"));
+    }
+    filter
+}
+
+/// The ffmpeg arguments of one extraction (kept in one place; see the test).
+pub fn extract_args(init: &Path, segment: &Path, index: usize, width: Option<u32>) -> Vec<String> {
+    let input = format!("concat:{}|{}", init.display(), segment.display());
+    let filter = extract_filter(index, width);
+    let input_and_filter = ["-i", &input, "-an", "-vf", &filter];
+    jpeg_command(&input_and_filter)
+}
+
+/// One ffmpeg that decodes one frame of its input to a JPEG on stdout: the same quiet, one-thread
+/// start and the same output for a cold extraction and a spare, around `input_and_filter`.
+fn jpeg_command(input_and_filter: &[&str]) -> Vec<String> {
+    const START: [&str; 6] = [
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-threads",
+        "1",
+    ];
+    const OUTPUT: [&str; 11] = [
+        "-frames:v",
+        "1",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        "3",
+        "-f",
+        "image2pipe",
+        "pipe:1",
+    ];
+    START
+        .iter()
+        .chain(input_and_filter)
+        .chain(&OUTPUT)
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// Decodes frame `index` of `init` + `segment` into a JPEG.
+pub async fn extract(
+    ffmpeg: &Path,
+    init: &Path,
+    segment: &Path,
+    index: usize,
+    width: Option<u32>,
+) -> Result<Bytes, PreviewError> {
+    let args = extract_args(init, segment, index, width);
+    run_ffmpeg(ffmpeg, args, Some(init), segment, index).await
+}
+
+/// The arguments of a spare: the input from stdin, the filter from `script` (ffmpeg reads it when
+/// it opens its output, after the input's first bytes arrived), the output as [`extract_args`].
+pub fn spare_args(script: &Path) -> Vec<String> {
+    let script = script.display().to_string();
+    jpeg_command(&[
+        "-f",
+        "mp4",
+        "-i",
+        "pipe:0",
+        "-an",
+        "-filter_script:v",
+        &script,
+    ])
+}
+
+/// An ffmpeg started ahead, waiting for its input (see the module's notes): a plain process, so
+/// any runtime may use it; killed and reaped when dropped unused.
+#[derive(Debug)]
+struct Spare {
+    child: std::process::Child,
+    script: ScriptFile,
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        // Either already exited and reaped (`wait` returns the kept status at once) or waiting on
+        // its stdin, which the kill ends at once.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The spare's filter file, removed with it.
+#[derive(Debug)]
+struct ScriptFile(PathBuf);
+
+impl Drop for ScriptFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn start_spare(ffmpeg: &Path) -> Option<Spare> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let script = ScriptFile(std::env::temp_dir().join(format!(
+        "hlsmark-thumb-{}-{}.filter",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )));
+    let child = std::process::Command::new(ffmpeg)
+        .args(spare_args(&script.0))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| tracing::debug!(error = %e, "starting a spare ffmpeg"))
+        .ok()?;
+    Some(Spare { child, script })
+}
+
+/// Frame `index` of `init` + `segment` through a spare.
+async fn extract_warm(
+    mut spare: Spare,
+    ffmpeg: &Path,
+    init: &Path,
+    segment: &Path,
+    index: usize,
+    width: Option<u32>,
+) -> Result<Bytes, PreviewError> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let io = |source| PreviewError::Spawn {
+        path: ffmpeg.to_owned(),
+        source,
+    };
+    let missing = || io(std::io::Error::other("a spare ffmpeg without its pipes"));
+    tokio::fs::write(&spare.script.0, extract_filter(index, width))
+        .await
+        .map_err(io)?;
+    let mut data = tokio::fs::read(init).await.map_err(io)?;
+    data.extend_from_slice(&tokio::fs::read(segment).await.map_err(io)?);
+    // The pipes join this request's runtime; the process stays a std one (reaped below).
+    let stdin = spare.child.stdin.take().ok_or_else(missing)?;
+    let mut stdin = tokio::process::ChildStdin::from_std(stdin).map_err(io)?;
+    let stdout = spare.child.stdout.take().ok_or_else(missing)?;
+    let mut stdout = tokio::process::ChildStdout::from_std(stdout).map_err(io)?;
+    let stderr = spare.child.stderr.take().ok_or_else(missing)?;
+    let mut stderr = tokio::process::ChildStderr::from_std(stderr).map_err(io)?;
+    // ffmpeg stops reading once it has its frame: a broken pipe is the normal end.
+    let feed = async move {
+        let _ = stdin.write_all(&data).await;
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let read = async {
+        let (o, e) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        o.and(e)
+    };
+    let ((), read) = tokio::time::timeout(EXTRACT_TIMEOUT, async { tokio::join!(feed, read) })
+        .await
+        .map_err(|_| PreviewError::Ffmpeg(format!("no picture within {EXTRACT_TIMEOUT:?}")))?;
+    read.map_err(io)?;
+    // Its output is closed: it is exiting. Polled, not waited for, so no worker thread blocks
+    // (one that does not exit is killed when `spare` drops).
+    let status = tokio::time::timeout(EXIT_WAIT, async {
+        loop {
+            match spare.child.try_wait() {
+                Ok(None) => tokio::time::sleep(Duration::from_millis(1)).await,
+                done => return done,
+            }
+        }
+    })
+    .await
+    .map_err(|_| PreviewError::Ffmpeg(format!("ffmpeg did not exit within {EXIT_WAIT:?}")))?
+    .map_err(io)?
+    .ok_or_else(missing)?;
+    let out = std::process::Output {
+        status,
+        stdout: out,
+        stderr: err,
+    };
+    checked(out, index, segment)
+}
+
+/// Runs one picture's ffmpeg and checks that a JPEG came out.
+async fn run_ffmpeg(
+    ffmpeg: &Path,
+    args: Vec<String>,
+    init: Option<&Path>,
+    segment: &Path,
+    index: usize,
+) -> Result<Bytes, PreviewError> {
+    for p in init.into_iter().chain([segment]) {
+        if p.to_string_lossy().contains('|') {
+            return Err(PreviewError::Ffmpeg(format!(
+                "{} has a '|' in its path (ffmpeg's concat: protocol cannot read it)",
+                p.display()
+            )));
+        }
+    }
+    let child = tokio::process::Command::new(ffmpeg)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| PreviewError::Spawn {
+            path: ffmpeg.to_owned(),
+            source,
+        })?;
+    let out = tokio::time::timeout(EXTRACT_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| PreviewError::Ffmpeg(format!("no picture within {EXTRACT_TIMEOUT:?}")))?
+        .map_err(|source| PreviewError::Spawn {
+            path: ffmpeg.to_owned(),
+            source,
+        })?;
+    checked(out, index, segment)
+}
+
+/// The JPEG an ffmpeg run wrote, or why there is none.
+fn checked(out: std::process::Output, index: usize, segment: &Path) -> Result<Bytes, PreviewError> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or("").trim();
+    if !out.status.success() {
+        return Err(PreviewError::Ffmpeg(format!("{}: {last}", out.status)));
+    }
+    if crate::jpeg::dimensions(&out.stdout).is_none() {
+        return Err(PreviewError::NoFrame {
+            index,
+            segment: segment.to_owned(),
+        });
+    }
+    Ok(Bytes::from(out.stdout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_select_the_frame_by_its_presentation_index_and_scale() {
+        let a = extract_args(
+            Path::new("/d/e1-init.mp4"),
+            Path::new("/d/e1-00000007.m4s"),
+            12,
+            Some(320),
+        );
+        let at = |f: &str| a[a.iter().position(|x| x == f).unwrap() + 1].clone();
+        assert_eq!(at("-i"), "concat:/d/e1-init.mp4|/d/e1-00000007.m4s");
+        assert_eq!(at("-vf"), "select=eq(n\\,12),scale=320:-2");
+        assert_eq!(at("-frames:v"), "1");
+        let b = extract_args(Path::new("i"), Path::new("s"), 0, None);
+        assert_eq!(
+            b[b.iter().position(|x| x == "-vf").unwrap() + 1],
+            "select=eq(n\\,0)"
+        );
+    }
+
+    /// A real ffmpeg: the spare's picture is the plain run's, and the cache API uses spares
+    /// (started ahead outside any runtime, used from another) and tops the pool up after.
+    #[test]
+    fn a_spare_ffmpeg_gives_the_picture_of_a_plain_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v.mp4");
+        let empty = dir.path().join("e.m4s");
+        std::fs::write(&empty, b"").unwrap();
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
+            .args(["-i", "testsrc=size=320x180:rate=30", "-frames:v", "30"])
+            .args(["-c:v", "libx264", "-g", "30", "-f", "mp4"])
+            .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let ffmpeg = Path::new("ffmpeg");
+        let t = Thumbnails::new("ffmpeg".into(), 16, 1 << 20);
+        t.warm_up();
+        assert_eq!(t.spares_waiting(), SPARES, "started without a runtime");
+        let rt = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        rt().block_on(async {
+            let cold = extract(ffmpeg, &file, &empty, 17, Some(160)).await.unwrap();
+            let spare = start_spare(ffmpeg).unwrap();
+            let script = spare.script.0.clone();
+            let warm = extract_warm(spare, ffmpeg, &file, &empty, 17, Some(160))
+                .await
+                .unwrap();
+            assert_eq!(crate::jpeg::dimensions(&warm), Some((160, 90)));
+            assert_eq!(cold, warm, "the same frame, encoded alike");
+            assert!(!script.exists(), "the filter file goes with its spare");
+            let other = extract(ffmpeg, &file, &empty, 18, Some(160)).await.unwrap();
+            assert_ne!(cold, other, "another frame is another picture");
+            let key = |index| ThumbKey {
+                stream: "s".into(),
+                epoch: 0,
+                seq: 0,
+                index,
+                width: Some(160),
+            };
+            assert_eq!(t.get(key(17), &file, &empty).await.unwrap().jpeg, cold);
+            assert_eq!(t.spares_waiting(), SPARES, "topped up after the picture");
+            // Another runtime (another actix worker) takes spares started in the first.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    rt().block_on(async {
+                        assert_eq!(t.get(key(18), &file, &empty).await.unwrap().jpeg, other);
+                    });
+                });
+            });
+        });
+        assert!(!t.no_spares.load(Ordering::Relaxed), "the spares worked");
+        assert_eq!(t.spares_waiting(), SPARES);
+        let pids: Vec<u32> = t
+            .spares
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.child.id())
+            .collect();
+        drop(t);
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "spare {pid} killed and reaped with its pool"
+            );
+        }
+    }
+
+    #[test]
+    fn tile_args_decode_only_keyframes_and_letterbox() {
+        let a = tile_args(Some(Path::new("/d/i.mp4")), Path::new("/d/s.m4s"));
+        let at = |f: &str| a[a.iter().position(|x| x == f).unwrap() + 1].clone();
+        let pos = |f: &str| a.iter().position(|x| x == f).unwrap();
+        assert_eq!(at("-skip_frame"), "nokey");
+        assert!(
+            pos("-skip_frame") < pos("-i"),
+            "a decoder option of the input"
+        );
+        assert_eq!(at("-frames:v"), "1");
+        assert!(
+            at("-vf").starts_with("scale=160:90:force_original_aspect_ratio=decrease,pad=160:90")
+        );
+    }
+
+    /// A real ffmpeg: five one-second fragments of one file, one keyframe each, give five tiles
+    /// in one run, each the one a single run gives.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_gives_one_tile_per_segment_as_single_runs_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
+            .args(["-i", "testsrc=size=320x180:rate=25", "-frames:v", "125"])
+            .args(["-c:v", "libx264", "-g", "25", "-f", "hls", "-hls_time", "1"])
+            .args(["-hls_segment_type", "fmp4", "-hls_list_size", "0"])
+            .arg(dir.path().join("p.m3u8"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let init = dir.path().join("init.mp4");
+        let segs: Vec<(SeqNo, PathBuf)> = (0..5)
+            .map(|i| (i, dir.path().join(format!("p{i}.m4s"))))
+            .collect();
+        let t = Thumbnails::new("ffmpeg".into(), 16, 1 << 20);
+        assert_eq!(t.tiles_batch("s", 0, Some(&init), &segs).await.unwrap(), 5);
+        assert_eq!(t.tiles_cached().0, 5);
+        let single = Thumbnails::new("ffmpeg".into(), 16, 1 << 20);
+        for (seq, path) in &segs {
+            let key = TileKey {
+                stream: "s".into(),
+                epoch: 0,
+                seq: *seq,
+            };
+            let one = single.tile(key.clone(), Some(&init), path).await.unwrap();
+            let batch = t.tile(key, Some(&init), path).await.unwrap();
+            assert!(batch.cached, "made by the batch");
+            assert_eq!(
+                crate::jpeg::dimensions(&batch.jpeg),
+                crate::jpeg::dimensions(&one.jpeg)
+            );
+            assert_eq!(batch.jpeg, one.jpeg, "segment {seq}: the same picture");
+        }
+        let merged = dir.path().join("two.m4s");
+        let mut bytes = std::fs::read(&segs[0].1).unwrap();
+        bytes.extend(std::fs::read(&segs[1].1).unwrap());
+        std::fs::write(&merged, bytes).unwrap();
+        let fresh = Thumbnails::new("ffmpeg".into(), 16, 1 << 20);
+        assert_eq!(
+            fresh
+                .tiles_batch("s", 0, Some(&init), &[(0, merged)])
+                .await
+                .unwrap(),
+            0,
+            "two keyframes in one segment: not guessed"
+        );
+    }
+
+    #[test]
+    fn tiles_are_forgotten_with_their_segments_and_tilers_claimed_once() {
+        let t = Thumbnails::new("ffmpeg".into(), 2, 1000);
+        let k = |stream: &str, seq| TileKey {
+            stream: stream.into(),
+            epoch: 0,
+            seq,
+        };
+        for seq in 1..=5 {
+            t.tiles
+                .lock()
+                .unwrap()
+                .insert(k("a", seq), Bytes::from(vec![0; 10]), 100, 1000);
+        }
+        t.tiles
+            .lock()
+            .unwrap()
+            .insert(k("b", 1), Bytes::from(vec![0; 10]), 100, 1000);
+        t.forget_tiles_before("a", 4);
+        assert!(!t.has_tile(&k("a", 3)) && t.has_tile(&k("a", 4)) && t.has_tile(&k("b", 1)));
+        assert_eq!(t.tiles_cached(), (3, 30));
+        assert!(t.claim_tiler("a"));
+        assert!(!t.claim_tiler("a"), "one tiler per stream");
+        t.release_tiler("a");
+        assert!(t.claim_tiler("a"));
+    }
+
+    #[test]
+    fn the_cache_keeps_the_recently_used_within_its_bounds() {
+        let t = Thumbnails::new("ffmpeg".into(), 2, 1000);
+        let k = |seq| ThumbKey {
+            stream: "s".into(),
+            epoch: 0,
+            seq,
+            index: 0,
+            width: None,
+        };
+        t.insert(k(1), Bytes::from(vec![0; 100]));
+        t.insert(k(2), Bytes::from(vec![0; 100]));
+        assert!(t.lookup(&k(1)).is_some(), "1 is now the most recent");
+        t.insert(k(3), Bytes::from(vec![0; 100]));
+        assert!(t.lookup(&k(2)).is_none(), "2 was the least recently used");
+        assert_eq!(t.cached(), (2, 200));
+        t.insert(k(4), Bytes::from(vec![0; 950]));
+        assert_eq!(t.cached(), (1, 950), "bounded by bytes too");
+        t.insert(k(5), Bytes::from(vec![0; 5000]));
+        assert!(
+            t.lookup(&k(5)).is_none(),
+            "larger than the whole cache: not kept"
+        );
+    }
+}
