@@ -6,7 +6,9 @@
 //! and after) sit on exact frames of the decoded segments. `SIGSTOP` of the active ingest past its
 //! lease: the standby takes over; resumed, the old one is fenced (it stops, nothing it wrote after
 //! the fence is in the index, its files of that time are gone, the stream's status stays the new
-//! holder's). Timing is never asserted: every wait is for a condition, with generous limits.
+//! holder's). `hlsmark run --standby` with a file source (an mp4 made by ffmpeg in the test's
+//! temp dir): the same takeover, each process serving the shared store and media on its own port.
+//! Timing is never asserted: every wait is for a condition, with generous limits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -171,6 +173,35 @@ impl Setup {
             "--event-mean",
             "2s",
             "--event-duration",
+            "1s",
+        ];
+        if standby {
+            args.push("--standby");
+        }
+        Proc::spawn(&args, &self.dir.path().join(format!("{id}.log")))
+    }
+
+    /// `hlsmark run` as `id` on `port` (`--standby` when asked): the file `source` looped (1 s
+    /// segments), the API on the same store and data directory as every other process here.
+    fn run(&self, id: &str, standby: bool, port: u16, source: &Path) -> Proc {
+        let (data, url) = (self.data(), self.redis.url());
+        let listen = format!("127.0.0.1:{port}");
+        let source = source.to_string_lossy().into_owned();
+        let mut args = vec![
+            "run",
+            "--store",
+            &url,
+            "--data-dir",
+            &data,
+            "--listen",
+            &listen,
+            "--token",
+            TOKEN,
+            "--ingest-id",
+            id,
+            "--source",
+            &source,
+            "--segment-duration",
             "1s",
         ];
         if standby {
@@ -448,6 +479,84 @@ fn standby_takes_over_after_kill_9_with_a_discontinuity_and_exact_markers() {
         by_epoch[0] > 0 && by_epoch[1] > 0,
         "events in both epochs: {by_epoch:?}"
     );
+}
+
+/// `hlsmark run --standby` (ingest and API in one process) with a file source: it serves while it
+/// waits, takes over after `kill -9` of the active `run`, and the playlist it serves goes on after
+/// a DISCONTINUITY with the next sequence numbers.
+#[test]
+fn run_standby_with_a_file_source_takes_over_after_kill_9() {
+    let s = Setup::new();
+    // 30 s at 25 fps with a keyframe every second, looped by the source: no loop point is
+    // near the takeover.
+    let clip = hlsmark_testkit::clip::make_clip(
+        s.dir.path(),
+        &hlsmark_testkit::clip::ClipSpec::new("source").frames(750),
+    );
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut active = s.run("run-a", false, port_a, &clip.path);
+    active.wait_log("ingest lease acquired");
+    s.wait_segments("the active run's first segments", |segs| segs.len() >= 3);
+
+    let mut standby = s.run("run-b", true, port_b, &clip.path);
+    standby.wait_log("standby: another ingest writes the stream");
+    assert!(
+        wait_for_port(port_b, PATIENCE),
+        "the standby run does not serve:\n{}",
+        standby.tail()
+    );
+    // While it waits, the standby's API serves the active one's stream and names both ingests.
+    let ingest = wait_ingest(port_b, |i| {
+        i["holder"] == "run-a"
+            && i["standby"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!("run-b")))
+    });
+    let token_a = ingest["token"].as_u64().unwrap();
+    let before = live_playlist(port_b, "live").unwrap_or_else(|| panic!("{}", standby.tail()));
+    assert!(!before.segments.is_empty(), "{}", before.text);
+    assert_eq!(before.discontinuities(), 0, "{}", before.text);
+
+    active.signal("KILL");
+    let last_before = s.segments().last().unwrap().seq;
+    standby.wait_log("ingest lease acquired");
+    let segs = s.wait_segments("three segments of the new holder", |segs| {
+        segs.iter().filter(|x| x.seq > last_before).count() >= 3
+    });
+    assert_one_sequence(&segs);
+    let ingest = wait_ingest(port_b, |i| i["holder"] == "run-b");
+    assert!(ingest["token"].as_u64().unwrap() > token_a, "{ingest}");
+    let epochs = s.epochs();
+    assert_eq!(epochs.len(), 2, "{epochs:?}");
+    let (old, new) = (epochs[0], epochs[1]);
+    assert_eq!(old.hls_end, Some(new.hls_start), "the old epoch is closed");
+    assert_eq!(new.first_seq, last_before + 1);
+
+    // The playlist the survivor serves: the old epoch's segments, then a DISCONTINUITY and the
+    // next sequence numbers; PDT forward; every segment's bytes are there.
+    let pl = live_playlist(port_b, "live").unwrap();
+    let seqs: Vec<u64> = pl.segments.iter().map(|x| x.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{}", pl.text);
+    let first_new = pl
+        .segments
+        .iter()
+        .find(|x| x.seq == new.first_seq)
+        .unwrap_or_else(|| panic!("{}", pl.text));
+    assert!(first_new.discontinuity, "{}", pl.text);
+    assert_eq!(pl.discontinuities(), 1, "{}", pl.text);
+    assert!(
+        pl.segments.iter().any(|x| x.seq < new.first_seq),
+        "{}",
+        pl.text
+    );
+    let pdts: Vec<_> = pl.segments.iter().filter_map(|x| x.pdt).collect();
+    assert!(pdts.windows(2).all(|w| w[0] < w[1]), "{}", pl.text);
+    for seg in &pl.segments {
+        let r = hlsmark_testkit::http::get(port_b, &format!("/hls/live/{}", seg.uri)).unwrap();
+        assert_eq!(r.status, 200, "{}", seg.uri);
+        assert!(!r.body.is_empty(), "{}", seg.uri);
+    }
+    assert!(standby.exited().is_none(), "{}", standby.tail());
 }
 
 #[test]
