@@ -148,8 +148,43 @@ struct Key {
 
 #[derive(Debug, Default)]
 struct Encoder {
-    viewers: Mutex<Vec<Slot>>,
+    /// Viewers by the thread whose runtime writes their answers.
+    groups: Mutex<Vec<Group>>,
 }
+
+impl Encoder {
+    fn viewers(&self) -> usize {
+        lock(&self.groups)
+            .iter()
+            .map(|g| lock(&g.viewers).len())
+            .sum()
+    }
+}
+
+/// The viewers of one encoder whose answers one thread writes (an HTTP worker's runtime).
+///
+/// A picture reaches them through one relay task on that runtime: waking a task of another
+/// thread costs a system call and often a context switch (tokio's `unpark`), so the encoder
+/// wakes one relay per worker, and the relay hands the picture to each of its viewers on
+/// their own thread, where a wake is a queue push. Viewers outside any runtime (tests) get
+/// it from the encoder directly.
+#[derive(Debug)]
+struct Group {
+    thread: Option<std::thread::ThreadId>,
+    /// `None`: delivered by the encoder itself.
+    relay: Option<mpsc::Sender<Piece>>,
+    viewers: Arc<Mutex<Vec<Slot>>>,
+}
+
+/// One picture as the encoder made it (and a GIF's header, for viewers that start with it).
+#[derive(Debug, Clone)]
+struct Piece {
+    header: Option<Bytes>,
+    body: Bytes,
+}
+
+/// Pictures a relay may hold: its thread is busy for that long before its viewers lose one.
+const RELAY_QUEUE: usize = 2;
 
 #[derive(Debug)]
 struct Slot {
@@ -290,11 +325,10 @@ impl Hub {
         let (tx, rx) = mpsc::channel(cfg.queue.max(2));
         let slot = Slot { tx, started: false };
         match e.encoders.get(&key) {
-            Some(enc) => lock(&enc.viewers).push(slot),
+            Some(enc) => join(enc, slot, &e.counters, format),
             None => {
-                let enc = Arc::new(Encoder {
-                    viewers: Mutex::new(vec![slot]),
-                });
+                let enc = Arc::new(Encoder::default());
+                join(&enc, slot, &e.counters, format);
                 let job = EncoderJob {
                     // A new viewer starts at the next picture after it asked (read now, not when
                     // the thread first runs, or a picture published in between would be skipped).
@@ -351,9 +385,8 @@ impl Hub {
         for (name, e) in m.iter() {
             for format in [Format::Gif, Format::Mjpeg] {
                 let mine = e.encoders.iter().filter(|(k, _)| k.format == format);
-                let (encoders, viewers) = mine.fold((0, 0), |(n, v), (_, enc)| {
-                    (n + 1, v + lock(&enc.viewers).len())
-                });
+                let (encoders, viewers) =
+                    mine.fold((0, 0), |(n, v), (_, enc)| (n + 1, v + enc.viewers()));
                 out.push(PreviewStats {
                     stream: name.clone(),
                     format,
@@ -437,17 +470,22 @@ impl EncoderJob {
                     continue;
                 }
             };
-            self.fan_out(header, &body);
+            self.fan_out(header, body);
         }
         tracing::debug!(stream = %self.stream, format = self.key.format.as_str(), "preview encoder stopped");
     }
 
-    /// Drops viewers that left; with none left, unregisters and says so.
+    /// Drops viewers that left (and relays left without viewers); with none left, unregisters
+    /// and says so.
     fn stop_if_alone(&self) -> bool {
         let mut m = lock(&self.hub.streams);
-        let mut v = lock(&self.enc.viewers);
-        v.retain(|s| !s.tx.is_closed());
-        if !v.is_empty() {
+        let mut groups = lock(&self.enc.groups);
+        groups.retain(|g| {
+            let mut v = lock(&g.viewers);
+            v.retain(|s| !s.tx.is_closed());
+            !v.is_empty()
+        });
+        if !groups.is_empty() {
             return false;
         }
         if let Some(e) = m.get_mut(&self.stream)
@@ -461,26 +499,22 @@ impl EncoderJob {
         true
     }
 
-    fn fan_out(&self, header: Option<Bytes>, body: &Bytes) {
-        let slot = self.key.format.slot();
-        let mut v = lock(&self.enc.viewers);
-        for s in v.iter_mut() {
-            if !s.started {
-                // A fresh queue has room for the header and the picture.
-                if let Some(h) = &header
-                    && s.tx.try_send(h.clone()).is_err()
-                {
-                    continue;
-                }
-                s.started = true;
+    /// One wake per relay (HTTP worker), or the viewers themselves when they have none.
+    fn fan_out(&self, header: Option<Bytes>, body: Bytes) {
+        let piece = Piece { header, body };
+        let format = self.key.format;
+        for g in lock(&self.enc.groups).iter() {
+            match &g.relay {
+                None => deliver(&g.viewers, &piece, &self.counters, format),
+                Some(relay) => match relay.try_send(piece.clone()) {
+                    Ok(()) | Err(TrySendError::Closed(_)) => {}
+                    // Its thread is stuck: each of its viewers loses this picture.
+                    Err(TrySendError::Full(_)) => {
+                        let n = lock(&g.viewers).len() as u64;
+                        self.counters.dropped[format.slot()].fetch_add(n, Ordering::Relaxed);
+                    }
+                },
             }
-            match s.tx.try_send(body.clone()) {
-                Ok(()) => self.counters.sent[slot].fetch_add(1, Ordering::Relaxed),
-                Err(TrySendError::Full(_)) => {
-                    self.counters.dropped[slot].fetch_add(1, Ordering::Relaxed)
-                }
-                Err(TrySendError::Closed(_)) => 0,
-            };
         }
     }
 
@@ -533,6 +567,63 @@ impl EncoderJob {
             .encode(&rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
             .map_err(PreviewError::Image)?;
         Ok((None, mjpeg::part(&out)))
+    }
+}
+
+/// Adds a viewer to the group of the calling thread's runtime, starting that group's relay on
+/// the runtime when it has none yet.
+fn join(enc: &Encoder, slot: Slot, counters: &Arc<Counters>, format: Format) {
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    let thread = runtime.as_ref().map(|_| std::thread::current().id());
+    let mut groups = lock(&enc.groups);
+    if let Some(g) = groups.iter().find(|g| g.thread == thread) {
+        lock(&g.viewers).push(slot);
+        return;
+    }
+    let viewers = Arc::new(Mutex::new(vec![slot]));
+    let relay = runtime.map(|rt| {
+        let (tx, mut rx) = mpsc::channel::<Piece>(RELAY_QUEUE);
+        let (mine, counters) = (viewers.clone(), counters.clone());
+        rt.spawn(async move {
+            while let Some(piece) = rx.recv().await {
+                deliver(&mine, &piece, &counters, format);
+            }
+        });
+        tx
+    });
+    groups.push(Group {
+        thread,
+        relay,
+        viewers,
+    });
+}
+
+/// Hands `piece` to each viewer of a group that has room for it (a GIF viewer's first picture
+/// comes with the header); counted once per group.
+fn deliver(viewers: &Mutex<Vec<Slot>>, piece: &Piece, counters: &Counters, format: Format) {
+    let (mut sent, mut dropped) = (0, 0);
+    for s in lock(viewers).iter_mut() {
+        if !s.started {
+            // A fresh queue has room for the header and the picture.
+            if let Some(h) = &piece.header
+                && s.tx.try_send(h.clone()).is_err()
+            {
+                continue;
+            }
+            s.started = true;
+        }
+        match s.tx.try_send(piece.body.clone()) {
+            Ok(()) => sent += 1,
+            Err(TrySendError::Full(_)) => dropped += 1,
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+    let slot = format.slot();
+    if sent > 0 {
+        counters.sent[slot].fetch_add(sent, Ordering::Relaxed);
+    }
+    if dropped > 0 {
+        counters.dropped[slot].fetch_add(dropped, Ordering::Relaxed);
     }
 }
 
@@ -645,6 +736,60 @@ mod tests {
         }
         assert!(!feed.watched(), "the encoder stopped with its last viewer");
         assert_eq!(hub.stats()[1].encoders, 0);
+    }
+
+    /// Viewers subscribed on a runtime get their pictures through that runtime's relay: the
+    /// same pictures, and a slow viewer still loses only what its own queue cannot hold.
+    #[test]
+    fn viewers_on_a_runtime_get_every_picture_through_its_relay() {
+        let hub = Hub::default();
+        let feed = hub.register("cam", 160, 15);
+        let rt = rt();
+        let (mut fast, slow, mut gif) = rt.block_on(async {
+            (
+                hub.subscribe("cam", Format::Mjpeg, None, None).unwrap(),
+                hub.subscribe("cam", Format::Mjpeg, None, None).unwrap(),
+                hub.subscribe("cam", Format::Gif, None, None).unwrap(),
+            )
+        });
+        let pics = 12;
+        for i in 0..pics {
+            assert!(feed.publish(jpeg(160, 90, u8::try_from(i * 10).unwrap())));
+            rt.block_on(async {
+                async fn next(v: &mut Viewer) -> Bytes {
+                    tokio::time::timeout(Duration::from_secs(5), v.recv())
+                        .await
+                        .unwrap()
+                        .unwrap()
+                }
+                let part = next(&mut fast).await;
+                assert!(part.starts_with(b"Content-Type: image/jpeg\r\n"));
+                if i == 0 {
+                    let head = next(&mut gif).await;
+                    assert_eq!(&head[..6], b"GIF89a");
+                }
+                let frame = next(&mut gif).await;
+                assert_eq!(frame[0], 0x21, "a GIF frame");
+            });
+            std::thread::sleep(Duration::from_millis(70));
+        }
+        let mjpeg = &hub.stats()[1];
+        assert_eq!(
+            mjpeg.dropped,
+            (pics - 4) as u64,
+            "the slow viewer's queue holds 4"
+        );
+        assert_eq!(mjpeg.sent, (pics + 4) as u64);
+        assert_eq!(hub.stats()[0].sent, pics as u64);
+        drop((fast, slow, gif));
+        let t0 = Instant::now();
+        while feed.watched() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !feed.watched(),
+            "the encoders stopped with their last viewers"
+        );
     }
 
     #[test]
