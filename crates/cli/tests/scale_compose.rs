@@ -3,9 +3,19 @@
 //! `redis-server`s and its one-shot `redis-cli --cluster create`, Garage and its one-shot
 //! set-up script, two `hlsmark generate --standby` ingest nodes, two `hlsmark serve` API nodes
 //! and nginx with `scale/nginx.conf`. Then, through nginx as a player would: the live LL-HLS
-//! playlist, blocking reloads, parts, segments (cached by nginx), markers and SSE on every node;
-//! one API node is killed while a real HLS client (ffmpeg) and a blocking-reload loop play
-//! through nginx, and they keep playing through the other node.
+//! playlist, blocking reloads, parts, segments (cached by nginx), markers and SSE on every node.
+//!
+//! A viewer watches all along: the page built into the binary, opened through nginx in a real
+//! headless Chromium (`frontend/test/scale-player.mjs`: playwright-core and Debian's chromium,
+//! sampling the player every 250 ms; `frontend/node_modules` must be installed, `cd frontend &&
+//! npm ci`). One API node is SIGKILLed while the page, a real HLS client (ffmpeg) and a loop of
+//! LL blocking reloads play through nginx: they all keep playing through the other node, the
+//! page's picture never standing still for more than a few seconds. Then the active ingest is
+//! SIGKILLed: the standby takes the lease, the playlist goes on in a new epoch after a
+//! DISCONTINUITY, the page plays on into the new epoch (standing still at most the takeover's
+//! gap plus a few seconds), and a marker of the new ingest is frame-exact twice: on the decoded
+//! segments, and clicked in the page (the frame it lands on has the mint corner, the frame
+//! before it not).
 //!
 //! Container-only values are mapped to this machine: host names (`redis-N`, `api-N`, `garage`) to
 //! 127.0.0.1 and free ports, volumes to temp dirs, nginx's cache paths to a temp dir, the
@@ -355,6 +365,254 @@ fn has_child(pid: u32, comm: &str) -> bool {
     })
 }
 
+/// One look at the page's player (a `sample` line of `frontend/test/scale-player.mjs`).
+#[derive(Clone, Debug)]
+struct Sample {
+    /// When the test read it.
+    at: Instant,
+    /// The video's `currentTime`, seconds.
+    ct: f64,
+    paused: bool,
+    /// The epoch of the fragment on screen (from its name), once hls.js plays one.
+    epoch: Option<u32>,
+    raw: serde_json::Value,
+}
+
+/// A time the picture did not move (currentTime not advancing, or paused).
+#[derive(Clone, Copy, Debug)]
+struct Stall {
+    from: Instant,
+    len: Duration,
+}
+
+/// The stalls longer than 1 s in `samples` (in order), the one still going at the end included.
+fn stalls(samples: &[Sample]) -> Vec<Stall> {
+    let mut out = Vec::new();
+    let Some(first) = samples.first() else {
+        return out;
+    };
+    let (mut moved, mut prev) = (first.at, first.ct);
+    for s in &samples[1..] {
+        // A source reload (the page's retry after a fatal engine error) may set currentTime
+        // back: only a step forward while playing counts as the picture moving.
+        if !s.paused && s.ct > prev + 0.001 {
+            if s.at - moved > Duration::from_secs(1) {
+                out.push(Stall {
+                    from: moved,
+                    len: s.at - moved,
+                });
+            }
+            moved = s.at;
+        }
+        prev = s.ct;
+    }
+    let last = samples.last().unwrap().at;
+    if last - moved > Duration::from_secs(1) {
+        out.push(Stall {
+            from: moved,
+            len: last - moved,
+        });
+    }
+    out
+}
+
+/// The hlsmark page in a real headless Chromium, through `frontend/test/scale-player.mjs`
+/// (playwright-core and Debian's chromium): it samples the player every ~250 ms and takes
+/// commands on stdin. Closing stdin ends it and its browser.
+struct Viewer {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<Sample>>>,
+    /// Everything else it printed (HTTP errors the page saw, page errors, fatal errors).
+    notes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    replies: std::sync::mpsc::Receiver<serde_json::Value>,
+    log: PathBuf,
+}
+
+impl Viewer {
+    fn start(page_url: &str, logs: &Path) -> Self {
+        let frontend = repo_root().join("frontend");
+        assert!(
+            frontend.join("node_modules/playwright-core").is_dir(),
+            "frontend/node_modules is missing (the browser player needs playwright-core): run \
+             `cd frontend && npm ci` (scripts/test.sh does it before the Rust tests)"
+        );
+        require_program("node");
+        let chromium =
+            std::env::var_os("CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from);
+        assert!(
+            chromium.is_file(),
+            "{} is missing: `apt-get install chromium` (scripts/test.sh installs it)",
+            chromium.display()
+        );
+        let log = logs.join("scale-player.log");
+        let mut child = Command::new("node")
+            .arg("test/scale-player.mjs")
+            .arg(page_url)
+            .current_dir(&frontend)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn node test/scale-player.mjs: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let notes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, replies) = std::sync::mpsc::channel();
+        let (s, n) = (samples.clone(), notes.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    n.lock().unwrap().push(line);
+                    continue;
+                };
+                if let Some(x) = v.get("sample") {
+                    s.lock().unwrap().push(Sample {
+                        at: Instant::now(),
+                        ct: x["ct"].as_f64().unwrap_or(-1.0),
+                        paused: x["paused"].as_bool().unwrap_or(true),
+                        epoch: x["epoch"].as_u64().and_then(|e| u32::try_from(e).ok()),
+                        raw: x.clone(),
+                    });
+                } else if v.get("reply").is_some() {
+                    let _ = tx.send(v);
+                } else {
+                    n.lock().unwrap().push(line);
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            samples,
+            notes,
+            replies,
+            log,
+        }
+    }
+
+    fn samples_since(&self, from: Instant) -> Vec<Sample> {
+        let all = self.samples.lock().unwrap();
+        all.iter().filter(|s| s.at >= from).cloned().collect()
+    }
+
+    /// What a failure message needs: the last samples, what the page reported, node's stderr.
+    fn describe(&self) -> String {
+        let samples = self.samples.lock().unwrap();
+        let last: Vec<String> = samples[samples.len().saturating_sub(8)..]
+            .iter()
+            .map(|s| s.raw.to_string())
+            .collect();
+        let notes = self.notes.lock().unwrap();
+        let stderr = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!(
+            "last samples:\n{}\npage reported (last 20):\n{}\nnode stderr (tail):\n{}",
+            last.join("\n"),
+            notes[notes.len().saturating_sub(20)..].join("\n"),
+            stderr
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+
+    /// Waits until the picture moves: currentTime advanced by more than 1 s while playing.
+    fn wait_playing(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Sample) -> bool) {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        loop {
+            {
+                let all = self.samples.lock().unwrap();
+                let good: Vec<&Sample> = all
+                    .iter()
+                    .filter(|s| s.at >= started && pred(s) && !s.paused)
+                    .collect();
+                if let (Some(a), Some(b)) = (good.first(), good.last())
+                    && b.ct - a.ct > 1.0
+                {
+                    return;
+                }
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            assert!(
+                Instant::now() < deadline && !exited,
+                "the browser did not play ({what}) within {timeout:?}{}\n{}",
+                if exited {
+                    " (scale-player.mjs exited)"
+                } else {
+                    ""
+                },
+                self.describe()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends one command line and returns its reply.
+    fn command(&mut self, line: &str, timeout: Duration) -> serde_json::Value {
+        let stdin = self.stdin.as_mut().expect("the viewer's stdin is open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        self.replies.recv_timeout(timeout).unwrap_or_else(|e| {
+            panic!(
+                "no reply to {line:?} within {timeout:?} ({e})\n{}",
+                self.describe()
+            )
+        })
+    }
+
+    /// Closes stdin: the script closes its browser and exits 0.
+    fn stop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                assert!(
+                    st.success(),
+                    "scale-player.mjs exited with {st}\n{}",
+                    self.describe()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "scale-player.mjs did not exit within 30 s of its stdin closing\n{}",
+            self.describe()
+        );
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // Never SIGKILL first: the script's exit handlers are what kill the browser.
+        drop(self.stdin.take());
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The epoch of a media URI (`e{epoch}-...`).
 fn epoch_of(uri: &str) -> u32 {
     let name = uri.rsplit('/').next().unwrap_or(uri);
@@ -364,8 +622,16 @@ fn epoch_of(uri: &str) -> u32 {
         .unwrap_or_else(|| panic!("no epoch in {uri}"))
 }
 
+/// How much longer than the takeover's gap (kill -> the standby's first segment listed) the
+/// page's picture may stand still across it: hls.js's retries of the failing reloads and parts,
+/// or the page's reload of the source after a fatal engine error (every 3 s), on a loaded machine.
+const TAKEOVER_STALL_SLACK: Duration = Duration::from_secs(10);
+/// The longest the page's picture may stand still while an API node is killed (nginx sends what
+/// the dead node did not answer to the other one: nothing should be seen).
+const API_KILL_STALL: Duration = Duration::from_secs(5);
+
 /// The standby half of the slow test (see its caller).
-fn standby_takes_over(nginx_port: u16, ingest: &mut [Proc], dir: &Path) {
+fn standby_takes_over(nginx_port: u16, ingest: &mut [Proc], dir: &Path, viewer: &mut Viewer) {
     let active = wait_until(
         "one ingest to write (its ffmpeg)",
         Duration::from_secs(30),
@@ -441,11 +707,13 @@ fn standby_takes_over(nginx_port: u16, ingest: &mut [Proc], dir: &Path) {
     let killed_at = Instant::now();
     ingest[active].signal("KILL");
     ingest[active].killed = true;
+    let mut gap = Duration::ZERO;
     let after = wait_until(
         "the standby's first segment through nginx",
         Duration::from_secs(30),
         || {
             let pl = live()?;
+            gap = killed_at.elapsed();
             pl.segments
                 .iter()
                 .any(|s| epoch_of(&s.uri) > old_epoch)
@@ -454,7 +722,7 @@ fn standby_takes_over(nginx_port: u16, ingest: &mut [Proc], dir: &Path) {
     );
     eprintln!(
         "standby takeover: first new segment listed {} ms after the kill",
-        killed_at.elapsed().as_millis()
+        gap.as_millis()
     );
     let first_new = after
         .segments
@@ -473,6 +741,21 @@ fn standby_takes_over(nginx_port: u16, ingest: &mut [Proc], dir: &Path) {
     assert!(
         new_parts >= 10,
         "the player got {new_parts} parts of the new epoch ({retries} retries)"
+    );
+    // The page in Chromium plays on through the takeover: it reaches the new epoch's media.
+    viewer.wait_playing(
+        "media of the standby's epoch",
+        Duration::from_secs(60),
+        |s| s.epoch.is_some_and(|e| e > old_epoch),
+    );
+    let resumed = viewer
+        .samples_since(killed_at)
+        .into_iter()
+        .find(|s| s.epoch.is_some_and(|e| e > old_epoch))
+        .map_or(Duration::ZERO, |s| s.at - killed_at);
+    eprintln!(
+        "standby takeover: the page plays the new epoch {} ms after the kill",
+        resumed.as_millis()
     );
     // A marker of the new ingest (a generator event) on its exact frame: the first mint frame
     // of the decoded segments, and the frame before it not mint.
@@ -519,6 +802,63 @@ fn standby_takes_over(nginx_port: u16, ingest: &mut [Proc], dir: &Path) {
         Some(frames[i].pts_90k),
         marker["hls_90k"].as_i64(),
         "the new ingest's marker sits on the first mint frame"
+    );
+
+    // The page's picture never stood still longer than the takeover's gap plus a little, from
+    // the kill until now (it played on while the marker came).
+    let seen = viewer.samples_since(
+        killed_at
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(killed_at),
+    );
+    let st = stalls(&seen);
+    eprintln!(
+        "standby takeover: the page's stalls (s after the kill, length ms) {:?}, over {} samples",
+        st.iter()
+            .map(|s| (
+                s.from.saturating_duration_since(killed_at).as_secs_f32(),
+                s.len.as_millis()
+            ))
+            .collect::<Vec<_>>(),
+        seen.len()
+    );
+    let longest = st.iter().map(|s| s.len).max().unwrap_or_default();
+    assert!(
+        longest <= gap + TAKEOVER_STALL_SLACK,
+        "the page stood still {longest:?} across the takeover (gap {gap:?}): {st:?}\n{}",
+        viewer.describe()
+    );
+    assert!(
+        seen.len() > 10 && seen.last().is_some_and(|s| !s.paused),
+        "{}",
+        viewer.describe()
+    );
+
+    // The same marker clicked in the page: the frame it lands on is mint, the one before not.
+    let id = marker["id"].as_str().unwrap();
+    let asked = Instant::now();
+    let r = viewer.command(&format!("seek-marker {id}"), Duration::from_secs(60));
+    eprintln!(
+        "standby takeover: the page's seek to the marker took {} ms, corner {} at it, {} a frame before",
+        asked.elapsed().as_millis(),
+        r["at"]["rgb"],
+        r["before"]["rgb"]
+    );
+    let why = || format!("{r:#}\n{}", viewer.describe());
+    assert_eq!(r["ok"], true, "seek-marker {id}: {}", why());
+    assert_eq!(r["hls_90k"], marker["hls_90k"], "{}", why());
+    assert_eq!(r["landed"]["hls_90k"], marker["hls_90k"], "{}", why());
+    assert_eq!(
+        r["at"]["mint"],
+        true,
+        "the page shows the marker's frame mint: {}",
+        why()
+    );
+    assert_eq!(
+        r["before"]["mint"],
+        false,
+        "the frame before the marker is not mint in the page: {}",
+        why()
     );
 }
 
@@ -766,8 +1106,22 @@ fn scale_compose_runs_natively_and_survives_an_api_node() {
     );
     let token = env_of(&service(&c, "api-1"))["HLSMARK_TOKEN"].clone();
 
-    // --- Through nginx: ready, and a live LL playlist.
-    assert_eq!(http::get(nginx_port, "/readyz").unwrap().status, 200);
+    // --- Through nginx: ready (as the compose file's health checks, with retries: a node may
+    // answer 503 while it first reaches the cluster), and a live LL playlist.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http::get(nginx_port, "/readyz").unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz through nginx: {} {}",
+            r.status,
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let playlist = wait_until(
         "a live LL playlist with 3 segments through nginx",
         Duration::from_secs(90),
@@ -780,6 +1134,20 @@ fn scale_compose_runs_natively_and_survives_an_api_node() {
             .then_some(text)
         },
     );
+    // --- A viewer: the page, built into the binary, in a real Chromium through nginx. Started
+    // now so that its start overlaps the checks below; it plays through both kills.
+    let page = http::get(nginx_port, "/").unwrap();
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(
+        !page.text().contains("npm --prefix frontend ci"),
+        "this hlsmark binary was built without the page: run `cd frontend && npm ci && npm run \
+         build`, then build hlsmark again"
+    );
+    let mut viewer = Viewer::start(
+        &format!("http://127.0.0.1:{nginx_port}/?stream=live"),
+        &logs,
+    );
+
     // Both API nodes answer the same (rendered from the store, not from anything local).
     let seg = hlsmark_testkit::hls::Playlist::parse(&playlist)
         .segments
@@ -906,8 +1274,10 @@ fn scale_compose_runs_natively_and_survives_an_api_node() {
     }
     assert!(served(api_ports[0]) > 0.0 && served(api_ports[1]) > 0.0);
 
-    // --- Kill api-1 while two players play through nginx: ffmpeg (a real HLS client, plain
-    // playlist reloads and segments) and a loop of LL blocking reloads plus parts.
+    // --- Kill api-1 while three players play through nginx: the page in Chromium (hls.js, LL),
+    // ffmpeg (a real HLS client, plain playlist reloads and segments) and a loop of LL blocking
+    // reloads plus parts.
+    viewer.wait_playing("the live stream", Duration::from_secs(90), |_| true);
     let clip = t.join("played.ts");
     let mut ffmpeg = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "warning", "-y"])
@@ -961,6 +1331,7 @@ fn scale_compose_runs_natively_and_survives_an_api_node() {
         (reloads, parts)
     });
     std::thread::sleep(Duration::from_secs(3));
+    let api_killed_at = Instant::now();
     api_a.signal("KILL");
     let (reloads, parts) = ll_loop.join().expect("the LL player failed through nginx");
     assert!(
@@ -1005,10 +1376,40 @@ fn scale_compose_runs_natively_and_survives_an_api_node() {
         );
     }
 
-    // --- Kill -9 the active ingest while an LL player plays through nginx: the standby takes
-    // the lease, the playlist goes on in a new epoch after a DISCONTINUITY, and a marker of the
-    // new ingest sits on its exact frame.
-    standby_takes_over(nginx_port, &mut ingest, t);
+    // The page played on through the API node's death: its picture never stood still for long.
+    let seen = viewer.samples_since(
+        api_killed_at
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(api_killed_at),
+    );
+    let st = stalls(&seen);
+    eprintln!(
+        "api node kill: the page's stalls (s after the kill, length ms) {:?}, over {} samples, \
+         currentTime {:.1} -> {:.1}",
+        st.iter()
+            .map(|s| (
+                s.from
+                    .saturating_duration_since(api_killed_at)
+                    .as_secs_f32(),
+                s.len.as_millis()
+            ))
+            .collect::<Vec<_>>(),
+        seen.len(),
+        seen.first().map_or(0.0, |s| s.ct),
+        seen.last().map_or(0.0, |s| s.ct),
+    );
+    assert!(
+        seen.len() > 20 && st.iter().all(|s| s.len <= API_KILL_STALL),
+        "the page stood still while api-1 was killed: {st:?}\n{}",
+        viewer.describe()
+    );
+
+    // --- Kill -9 the active ingest while an LL player and the page play through nginx: the
+    // standby takes the lease, the playlist goes on in a new epoch after a DISCONTINUITY, the
+    // page plays on into it, and a marker of the new ingest sits on its exact frame (decoded,
+    // and clicked in the page).
+    standby_takes_over(nginx_port, &mut ingest, t, &mut viewer);
+    viewer.stop();
 
     // --- Shutdown: the hlsmark nodes exit 0 on SIGTERM.
     for p in std::iter::once(&mut api_b).chain(ingest.iter_mut().filter(|p| !p.killed)) {
