@@ -20,10 +20,43 @@
 #
 #   ./scripts/bench-scale.sh                 all three (about 15-25 min)
 #   ONLY=latency ./scripts/bench-scale.sh    figures 1 and 2 only; ONLY=viewers: 3 only
+#   ONLY=put ./scripts/bench-scale.sh        only the Garage PUT/GET figure (below); with
+#                                            ONLY=latency and an s3 setup it runs first too
 #   SECS=60 ROUNDS=2 NODE_CPU=0.2 VIEW_SECS=15 COUNTS="50 100 150 ..." (the defaults)
 #   HLSMARK_BIN=... LOADGEN_BIN=...          use these binaries (default: release builds)
-#   STORE=redis (default) | cluster          one redis-server, or a 3+3 Redis Cluster when the
-#                                            build has the cluster backend
+#
+# Where the store and the media are (figures 1 and 2; figure 3 runs on the first of CONFIGS):
+#   BENCH_STORE=redis (default) | cluster    one redis-server, or a 3+3 Redis Cluster of real
+#                                            redis-servers (appendonly, fsync always, as testkit)
+#   BENCH_MEDIA=local (default) | s3         the shared media directory, or a real single-node
+#                                            Garage (S3) started here: the ingest PUTs, the API
+#                                            nodes (each with an empty data directory) GET
+#   CONFIGS="redis:local cluster:s3"         several STORE:MEDIA setups in one run: every round
+#                                            runs each (fresh servers each time), alternating,
+#                                            so they share the machine's moments; then the
+#                                            median over rounds per setup (COMPARE=1: this list)
+#   SEGMENTS="1s 2s 4s"                      segment durations to measure (default 1s); parts
+#                                            stay 200 ms
+#   LAT_ROUNDS=3                             rounds of figures 1-2 (default 3)
+#   BENCH_SOURCE=generator (default) | camera  the ingest's source: the generator at 640x360
+#                                            (encoded; ~15 KB segments of a checkerboard), or
+#                                            a camera-like file made here by ffmpeg (720p30 noisy
+#                                            picture, 4 Mbit/s, a keyframe a second) copied
+#                                            (`--video copy`, no encode): ~500 KB a second of
+#                                            segment, the sizes a user's camera gives
+#   GARAGE_PROFILE=bench (default) | test    which Garage build scripts/ensure-garage.sh gives:
+#                                            the optimised one, or the debug one the tests use
+#   GARAGE_BIN=...                           this garage binary instead
+# The PUT figure: one Garage as above, sequential PUTs (SigV4 with the payload's SHA-256, as
+# object_store sends them) of 1 MB random bytes (video does not compress), 1 MB of one repeated
+# byte (what `cargo bench -p hlsmark-mediastore --bench s3_latency` writes: Garage compresses it
+# away), 100 KB random (an LL part of a 4 Mbit/s camera), each then read back: p50/p99/max.
+# (STORE=cluster, the old name, still works.) With S3 a segment counts as written when Garage
+# logs the start of its PUT (RUST_LOG garage_api_common=info, wall clock, converted to the
+# script's clock), so figure 1 then includes the PUT; with a directory it starts when the file
+# is complete (inotify), after the write. Each figure 1 line also splits the time into
+# write -> listed by both nodes' blocking reloads (PUT + index write + feed + render) and
+# listed -> bytes (the node's read of the object: disk, or a GET from S3 into its memory).
 #
 # Root is needed for figure 3's cgroup quotas (cgroup v1 `cpu` or v2 `cpu.max`); without it the
 # nodes run unbounded and the script says so (the figure then measures the machine).
@@ -35,13 +68,28 @@ ROUNDS=${ROUNDS:-2}
 NODE_CPU=${NODE_CPU:-0.2}
 COUNTS=${COUNTS:-"50 100 150 200 250 300 350 400 500 600 700 800 1000"}
 ONLY=${ONLY:-all}
-STORE=${STORE:-redis}
 VIEW_SECS=${VIEW_SECS:-15}
-if [[ -z ${HLSMARK_BIN:-} ]]; then
+if [[ -n ${COMPARE:-} ]]; then
+  CONFIGS=${CONFIGS:-"redis:local cluster:s3"}
+fi
+CONFIGS=${CONFIGS:-"${BENCH_STORE:-${STORE:-redis}}:${BENCH_MEDIA:-local}"}
+SEGMENTS=${SEGMENTS:-1s}
+BENCH_SOURCE=${BENCH_SOURCE:-generator}
+LAT_ROUNDS=${LAT_ROUNDS:-3}
+for c in $CONFIGS; do
+  case $c in
+    redis:local | redis:s3 | cluster:local | cluster:s3) ;;
+    *) echo "CONFIGS: $c is not STORE:MEDIA with STORE redis|cluster and MEDIA local|s3" >&2; exit 1 ;;
+  esac
+done
+if [[ ( $CONFIGS == *:s3* || $ONLY == put ) && -z ${GARAGE_BIN:-} ]]; then
+  GARAGE_BIN=$(GARAGE_PROFILE=${GARAGE_PROFILE:-bench} ./scripts/ensure-garage.sh)
+fi
+if [[ -z ${HLSMARK_BIN:-} && $ONLY != put ]]; then
   cargo build --release --quiet -p hlsmark
   HLSMARK_BIN=$ROOT/${CARGO_TARGET_DIR:-target}/release/hlsmark
 fi
-if [[ -z ${LOADGEN_BIN:-} ]]; then
+if [[ -z ${LOADGEN_BIN:-} && $ONLY != latency ]]; then
   cargo build --release --quiet -p hlsmark-loadgen
   LOADGEN_BIN=$ROOT/${CARGO_TARGET_DIR:-target}/release/hlsmark-loadgen
 fi
@@ -53,7 +101,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   for g in "${CGROUPS[@]}"; do rmdir "$g" 2>/dev/null || true; done
-  rm -rf "$TMP"
+  [[ -n ${KEEP_TMP:-} ]] || rm -rf "$TMP"
 }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -71,47 +119,160 @@ CLIENT_CPU=(taskset -c 0 "${NICE[@]}")
 [[ $(nproc) -lt 2 ]] && { SERVER_CPU=("${NICE[@]}"); CLIENT_CPU=("${NICE[@]}"); }
 echo "== bench-scale: $(date -u +%FT%TZ), $(git rev-parse --short HEAD), autogroup $(cat /proc/self/autogroup 2>/dev/null), CPU pressure: $(head -1 /proc/pressure/cpu 2>/dev/null || echo n/a)" >&2
 
-# --- The store.
-if [[ $STORE == cluster ]]; then
-  SPEC="redis+cluster://"
-  NODES=()
-  for i in 1 2 3 4 5 6; do
-    p=$(free_port); b=$(free_port); d=$TMP/redis-$i; mkdir -p "$d"
-    redis-server --port "$p" --cluster-port "$b" --bind 127.0.0.1 --dir "$d" --save '' \
-      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-      --appendonly yes --appendfsync always >"$d/log" 2>&1 &
-    PIDS+=("$!"); NODES+=("127.0.0.1:$p")
-  done
-  sleep 1
-  redis-cli --cluster create "${NODES[@]}" --cluster-replicas 1 --cluster-yes >"$TMP/cluster-create.log"
-  SPEC+=$(IFS=,; echo "${NODES[*]:0:3}")
-  sleep 2
-else
-  RPORT=$(free_port)
-  redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
-  PIDS+=("$!")
-  SPEC="redis://127.0.0.1:$RPORT/"
-  for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-fi
-
-# --- The ingest: the generator at 640x360 (an encode the shared machine keeps up with).
-DATA=$TMP/data
-mkdir -p "$DATA"
-"${SERVER_CPU[@]}" "$HLSMARK_BIN" generate --store "$SPEC" --data-dir "$DATA" --stream live \
-  --width 640 --height 360 --fps 30 --segment-duration 1s --part-duration 200ms \
-  --event-mean 1h >"$TMP/generate.log" 2>&1 &
-PIDS+=("$!")
-
 TOKEN=bench-scale-token
-# start_api NAME PORT: `hlsmark serve`; sets APID.
-start_api() {
-  "${SERVER_CPU[@]}" "$HLSMARK_BIN" serve --store "$SPEC" --data-dir "$DATA" --listen "127.0.0.1:$2" \
-    --token "$TOKEN" --live-window 30 >"$TMP/$1.log" 2>&1 &
+# Servers of the current setup (stopped by teardown); PIDS holds every process for the trap.
+SETUP_PIDS=()
+spawn_bg() { # spawn_bg LOG CMD...: CMD in the background, its pid in APID
+  "${@:2}" >"$1" 2>&1 &
   APID=$!
-  PIDS+=("$APID")
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "$1 did not start:" >&2; tail -20 "$TMP/$1.log" >&2; exit 1
+  PIDS+=("$APID"); SETUP_PIDS+=("$APID")
 }
+teardown() {
+  for p in "${SETUP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${SETUP_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  SETUP_PIDS=()
+}
+
+# start_store KIND DIR: one redis-server, or a 3+3 Redis Cluster; sets SPEC.
+start_store() {
+  local kind=$1 dir=$2
+  mkdir -p "$dir"
+  if [[ $kind == cluster ]]; then
+    SPEC="redis+cluster://"
+    local nodes=() i p b d
+    for i in 1 2 3 4 5 6; do
+      p=$(free_port); b=$(free_port); d=$dir/redis-$i; mkdir -p "$d"
+      spawn_bg "$d/log" redis-server --port "$p" --cluster-port "$b" --bind 127.0.0.1 --dir "$d" --save '' \
+        --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+        --appendonly yes --appendfsync always
+      nodes+=("127.0.0.1:$p")
+    done
+    for n in "${nodes[@]}"; do
+      for _ in $(seq 50); do redis-cli -p "${n#*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$dir/cluster-create.log"
+    SPEC+=$(IFS=,; echo "${nodes[*]:0:3}")
+    for _ in $(seq 100); do
+      redis-cli -p "${nodes[0]#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+      sleep 0.1
+    done
+    # Every master's replica in sync before the ingest starts: the store waits for one replica
+    # to confirm each write (WAIT 1), and a fresh cluster's first sync can outlast its bound.
+    local synced
+    for _ in $(seq 200); do
+      synced=0
+      for n in "${nodes[@]}"; do
+        redis-cli -p "${n#*:}" info replication 2>/dev/null | grep -q '^slave0:.*state=online' && synced=$((synced + 1))
+      done
+      [[ $synced -ge 3 ]] && break
+      sleep 0.1
+    done
+    [[ $synced -ge 3 ]] || { echo "the cluster's replicas did not sync" >&2; exit 1; }
+  else
+    local port; port=$(free_port)
+    spawn_bg "$dir/redis.log" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir"
+    SPEC="redis://127.0.0.1:$port/"
+    for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+}
+
+# start_garage DIR: a single-node Garage (replication 1) as crates/testkit/src/s3.rs sets it up
+# (same config, key and steps through the garage CLI), logging the start of every S3 request;
+# sets MEDIA_ARGS, MEDIA_ENV and GARAGE_LOG. Not pinned to a core: like Redis it stands for an
+# engine on machines of its own.
+GARAGE_KEY=GK0123456789abcdef01234567
+GARAGE_SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+start_garage() {
+  local dir=$1 rpc s3 admin id
+  rpc=$(free_port); s3=$(free_port); admin=$(free_port)
+  mkdir -p "$dir"
+  cat >"$dir/garage.toml" <<EOF
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "lmdb"
+metadata_fsync = false
+data_fsync = false
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "7d0b5f1c2e3a4b6c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3"
+[admin]
+api_bind_addr = "127.0.0.1:$admin"
+EOF
+  GARAGE_LOG=$dir/garage.log
+  spawn_bg "$GARAGE_LOG" env RUST_LOG=garage=warn,garage_api_common=info NO_COLOR=1 "${NICE[@]}" \
+    "$GARAGE_BIN" -c "$dir/garage.toml" server
+  g() { "$GARAGE_BIN" -c "$dir/garage.toml" "$@"; }
+  retry() { for _ in $(seq 150); do "$@" >"$dir/cli.out" 2>&1 && return 0; sleep 0.2; done; cat "$dir/cli.out" "$GARAGE_LOG" >&2; exit 1; }
+  retry g node id -q
+  id=$(cut -d@ -f1 "$dir/cli.out")
+  retry g layout assign -z dc1 -c 1G "$id"
+  retry g layout apply --version 1
+  retry g key import --yes -n bench "$GARAGE_KEY" "$GARAGE_SECRET"
+  retry g bucket create media
+  retry g bucket allow --read --write --owner media --key "$GARAGE_KEY"
+  MEDIA_ARGS=(--media s3://media/bench)
+  MEDIA_ENV=(env AWS_ACCESS_KEY_ID="$GARAGE_KEY" AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET"
+    AWS_REGION=garage AWS_ENDPOINT_URL="http://127.0.0.1:$s3" AWS_ALLOW_HTTP=true)
+}
+
+# start_api NAME PORT DATA_DIR: `hlsmark serve`; sets APID.
+start_api() {
+  spawn_bg "$RUN/$1.log" "${MEDIA_ENV[@]}" "${SERVER_CPU[@]}" "$HLSMARK_BIN" serve --store "$SPEC" \
+    --data-dir "$3" "${MEDIA_ARGS[@]}" --listen "127.0.0.1:$2" --token "$TOKEN" --live-window 30
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "$1 did not start:" >&2; tail -20 "$RUN/$1.log" >&2; exit 1
+}
+
+# setup STORE MEDIA SEGMENT: the store, the media, the ingest (the generator at 640x360, an
+# encode the shared machine keeps up with; 200 ms parts) and API nodes A and B, in $RUN.
+# Sets SPEC, PA, PB, A_PID, B_PID, DATA, GARAGE_LOG.
+setup() {
+  local store=$1 media=$2 seg=$3
+  RUN=$TMP/$store-$media-$seg-$((++SETUPS))
+  mkdir -p "$RUN"
+  start_store "$store" "$RUN/store"
+  MEDIA_ARGS=(); MEDIA_ENV=(); GARAGE_LOG=""
+  [[ $media == s3 ]] && start_garage "$RUN/garage"
+  DATA=$RUN/data
+  mkdir -p "$DATA"
+  local source=(--width 640 --height 360 --fps 30 --event-mean 1h)
+  if [[ $BENCH_SOURCE == camera ]]; then
+    source=(--source "$CAMERA" --video copy --audio off)
+  fi
+  spawn_bg "$RUN/generate.log" "${MEDIA_ENV[@]}" "${SERVER_CPU[@]}" "$HLSMARK_BIN" generate \
+    --store "$SPEC" --data-dir "$DATA" "${MEDIA_ARGS[@]}" --stream live \
+    "${source[@]}" --segment-duration "$seg" --part-duration 200ms
+  PA=$(free_port); PB=$(free_port)
+  # With S3 the nodes share nothing but the store and the bucket: empty data directories.
+  local da=$DATA db=$DATA
+  if [[ $media == s3 ]]; then da=$RUN/data-a; db=$RUN/data-b; mkdir -p "$da" "$db"; fi
+  start_api a "$PA" "$da"; A_PID=$APID
+  start_api b "$PB" "$db"; B_PID=$APID
+  for _ in $(seq 300); do
+    curl -sf "http://127.0.0.1:$PA/hls/live/index.m3u8" 2>/dev/null | grep -q 'EXT-X-PART:' && break
+    sleep 0.1
+  done
+  curl -sf "http://127.0.0.1:$PA/hls/live/index.m3u8" 2>/dev/null | grep -q 'EXT-X-PART:' || {
+    echo "no live playlist on A:" >&2; tail -n 20 "$RUN/generate.log" "$RUN/a.log" >&2; exit 1; }
+  sleep 3
+}
+SETUPS=0
+case $BENCH_SOURCE in
+  generator) ;;
+  camera)
+    # 20 s looped: 720p30, temporal noise over testsrc2 (so every frame costs bits, as a
+    # camera's do), 4 Mbit/s CBR-ish, a keyframe every 30 frames.
+    CAMERA=$TMP/camera.mp4
+    ffmpeg -v error -nostdin -y -f lavfi -i "testsrc2=size=1280x720:rate=30,noise=alls=24:allf=t" \
+      -t 20 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -g 30 -keyint_min 30 -sc_threshold 0 \
+      -b:v 4M -maxrate 4M -bufsize 4M "$CAMERA"
+    ;;
+  *) echo "BENCH_SOURCE=$BENCH_SOURCE: expected generator or camera" >&2; exit 1 ;;
+esac
 # start_nginx PORT API_PORT...: scale/nginx.conf with its upstream replaced; sets NPID.
 start_nginx() {
   local port=$1; shift
@@ -134,37 +295,29 @@ EOF
 }
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-PA=$(free_port); PB=$(free_port)
-start_api a "$PA"; A_PID=$APID
-start_api b "$PB"; B_PID=$APID
-for _ in $(seq 200); do
-  curl -sf "http://127.0.0.1:$PA/hls/live/index.m3u8" 2>/dev/null | grep -q 'EXT-X-PART:' && break
-  sleep 0.1
-done
-sleep 3
+# The latency harness (figures 1 and 2): one process, one clock (time.monotonic): the writes
+# (inotify on the media dir, or Garage's log of PUT starts), one blocking-reload loop per node,
+# one SSE reader per node, one POST loop. Prints JSON lines tagged with LABEL (a JSON object).
+cat >"$TMP/latency.py" <<'EOF'
+import ctypes, ctypes.util, datetime, http.client, json, os, re, socket, struct, sys, threading, time, uuid
 
-if [[ $ONLY == all || $ONLY == latency ]]; then
-  echo "== write -> readable on A and B, and marker POST on A -> SSE on B: ${SECS} s" >&2
-  "${CLIENT_CPU[@]}" python3 - "$DATA/hls/live" "$PA" "$PB" "$TOKEN" "$SECS" >>"$TMP/results" <<'EOF'
-# One process, one clock (time.monotonic): inotify on the media dir, one blocking-reload loop per
-# node, one SSE reader per node, one POST loop.
-import ctypes, ctypes.util, http.client, json, os, re, socket, struct, sys, threading, time, uuid
-
-media, pa, pb, token, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
+mode, where, pa, pb, token, secs, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6]), json.loads(sys.argv[7])
 now = time.monotonic
 end = now() + secs
-libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-IN_CLOSE_WRITE, IN_MOVED_TO = 0x8, 0x80
-written = {}          # file name -> first time it was complete in the media dir
+written = {}          # file name -> first time it was complete in the media dir / its PUT began
+listed = {}           # (node, file) -> time the node's blocking reload listed it
 readable = {}         # (node, file) -> time the node had answered a listing and the bytes
+size = {}             # file -> bytes
 lock = threading.Lock()
 SEG = re.compile(r"^e\d+-\d{8,}\.m4s$")
 PART = re.compile(r"^e\d+-\d{8,}\.p\d+\.m4s$")
 
-def watch():
+def watch_dir():
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    IN_CLOSE_WRITE, IN_MOVED_TO = 0x8, 0x80
     fd = libc.inotify_init1(0)
-    if libc.inotify_add_watch(fd, media.encode(), IN_CLOSE_WRITE | IN_MOVED_TO) < 0:
-        sys.exit(f"inotify on {media} failed")
+    if libc.inotify_add_watch(fd, where.encode(), IN_CLOSE_WRITE | IN_MOVED_TO) < 0:
+        sys.exit(f"inotify on {where} failed")
     while now() < end + 3:
         buf = os.read(fd, 65536)
         t = now()
@@ -176,6 +329,30 @@ def watch():
             if SEG.match(name) or PART.match(name):
                 with lock:
                     written.setdefault(name, t)
+
+# Garage logs `<RFC 3339 time>  INFO garage_api_common::generic_server: <addr> (key ..) PUT /media/bench/live/<file>`
+# when a request's headers arrive; wall clock, mapped onto ours.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PUT = re.compile(r"^(\S+)\s+INFO\s.*\sPUT /\S*/live/(e\d+-\d+(?:\.p\d+)?\.m4s)")
+def watch_garage():
+    f = open(where, errors="replace")
+    f.seek(0, 2)
+    part = ""
+    while now() < end + 3:
+        line = f.readline()
+        if not line:
+            time.sleep(0.005); continue
+        part += line
+        if not part.endswith("\n"):
+            continue
+        line, part = ANSI.sub("", part), ""
+        m = PUT.match(line)
+        if not m:
+            continue
+        wall = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+        t = now() - (time.time() - wall)
+        with lock:
+            written.setdefault(m.group(2), t)
 
 def uris(text):
     out = []
@@ -203,6 +380,7 @@ def reader(node, port):
         msn, part = edge(text)
         c.request("GET", f"/hls/live/index.m3u8?_HLS_msn={msn}&_HLS_part={part}")
         r = c.getresponse(); text = r.read().decode()
+        tl = now()
         if r.status != 200:
             continue
         for u in uris(text):
@@ -210,11 +388,14 @@ def reader(node, port):
                 continue
             seen.add(u)
             path = u if u.startswith("/") else "/hls/live/" + u
-            m.request("GET", path); rr = m.getresponse(); rr.read()
+            name = path.rsplit("/", 1)[1].split("?")[0]
+            m.request("GET", path); rr = m.getresponse(); body = rr.read()
             t = now()
             if rr.status == 200:
                 with lock:
-                    readable[(node, path.rsplit("/", 1)[1].split("?")[0])] = t
+                    listed[(node, name)] = tl
+                    readable[(node, name)] = t
+                    size[name] = len(body)
 
 sse_seen = {}
 def sse(node, port):
@@ -254,12 +435,15 @@ def poster():
             refused.append(f"{r.status} {answer[:200].decode(errors='replace')}")
         time.sleep(0.1)
 
-threads = [threading.Thread(target=watch, daemon=True)]
+threads = [threading.Thread(target=watch_dir if mode == "local" else watch_garage, daemon=True)]
 threads += [threading.Thread(target=reader, args=(n, p), daemon=True) for n, p in (("a", pa), ("b", pb))]
 threads += [threading.Thread(target=sse, args=(n, p), daemon=True) for n, p in (("a", pa), ("b", pb))]
 threads += [threading.Thread(target=poster, daemon=True)]
 for t in threads: t.start()
 time.sleep(secs + 4)
+
+def ms(xs):
+    return [round(x * 1000, 1) for x in xs]
 
 def q(xs):
     xs = sorted(xs)
@@ -267,32 +451,142 @@ def q(xs):
     pick = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))]
     return {"n": len(xs), "p50": round(pick(0.5) * 1000, 1), "p99": round(pick(0.99) * 1000, 1), "max": round(xs[-1] * 1000, 1)}
 
+def out(d):
+    print(json.dumps({**label, **d}))
+
 with lock:
     for kind, rx in (("segment", SEG), ("part", PART)):
-        lat, missing = [], 0
+        lat, w2l, l2b, sizes, missing = [], [], [], [], 0
         for name, t in written.items():
             if not rx.match(name) or t > end - 3: continue
             ta, tb = readable.get(("a", name)), readable.get(("b", name))
             if ta is None or tb is None:
                 missing += 1; continue
             lat.append(max(ta, tb) - t)
-        print(json.dumps({"figure": f"{kind}_write_to_readable_both_nodes_ms", **q(lat), "not_seen": missing}))
+            w2l.append(max(listed[("a", name)], listed[("b", name)]) - t)
+            l2b.append(max(ta - listed[("a", name)], tb - listed[("b", name)]))
+            sizes.append(size[name])
+        mean_kb = round(sum(sizes) / len(sizes) / 1024, 1) if sizes else None
+        out({"figure": f"{kind}_write_to_readable_both_nodes_ms", **q(lat), "not_seen": missing,
+             "write_to_listed": q(w2l), "listed_to_bytes": q(l2b), "mean_kb": mean_kb, "samples_ms": ms(lat)})
     for node in ("b", "a"):
         lat = [sse_seen[(node, m)] - t0 for m, (t0, _) in posted.items() if (node, m) in sse_seen]
         lost = sum(1 for m in posted if (node, m) not in sse_seen)
-        print(json.dumps({"figure": f"marker_post_a_to_sse_{node}_ms", **q(lat), "lost": lost}))
-    print(json.dumps({"figure": "marker_post_answer_ms", **q([t1 - t0 for t0, t1 in posted.values()]), "refused": len(refused), "first_refusal": refused[:1]}))
+        out({"figure": f"marker_post_a_to_sse_{node}_ms", **q(lat), "lost": lost, "samples_ms": ms(lat)})
+    out({"figure": "marker_post_answer_ms", **q([t1 - t0 for t0, t1 in posted.values()]), "refused": len(refused), "first_refusal": refused[:1]})
 EOF
-  tail -6 "$TMP/results" >&2
+
+put_figure() {
+  RUN=$TMP/put; mkdir -p "$RUN"
+  start_garage "$RUN/garage"
+  echo "== Garage ($GARAGE_BIN) PUT and GET, sequential; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "${CLIENT_CPU[@]}" python3 - "${MEDIA_ENV[4]#AWS_ENDPOINT_URL=}" "$GARAGE_KEY" "$GARAGE_SECRET" "$(cut -d' ' -f1-3 /proc/loadavg)" "$GARAGE_BIN" <<'EOF' | tee -a "$TMP/results" >&2
+import datetime, hashlib, hmac, http.client, json, os, sys, time, urllib.parse
+endpoint, key, secret, load, binary = sys.argv[1:6]
+host = urllib.parse.urlparse(endpoint).netloc
+h = lambda k, m: hmac.new(k, m.encode(), hashlib.sha256).digest()
+def signed(method, path, payload_hash):
+    t = datetime.datetime.now(datetime.timezone.utc)
+    amz, day = t.strftime("%Y%m%dT%H%M%SZ"), t.strftime("%Y%m%d")
+    canon = f"{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{amz}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload_hash}"
+    scope = f"{day}/garage/s3/aws4_request"
+    sts = f"AWS4-HMAC-SHA256\n{amz}\n{scope}\n{hashlib.sha256(canon.encode()).hexdigest()}"
+    k = h(h(h(h(("AWS4" + secret).encode(), day), "garage"), "s3"), "aws4_request")
+    sig = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
+    return {"x-amz-date": amz, "x-amz-content-sha256": payload_hash,
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"}
+c = http.client.HTTPConnection(host, timeout=60)
+EMPTY = hashlib.sha256(b"").hexdigest()
+def q(xs):
+    xs = sorted(xs); pick = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))]
+    return {"n": len(xs), "p50": round(pick(0.5) * 1000, 1), "p99": round(pick(0.99) * 1000, 1), "max": round(xs[-1] * 1000, 1)}
+for what, size, n, rnd in (("1 MB random", 1 << 20, 100, True), ("1 MB repeated byte", 1 << 20, 100, False), ("100 KB random", 100 << 10, 200, True)):
+    puts, gets = [], []
+    for i in range(n):
+        body = os.urandom(size) if rnd else b"\x5a" * size
+        path = f"/media/putbench/{what.replace(' ', '-')}/{i:06}"
+        hdr = signed("PUT", path, hashlib.sha256(body).hexdigest())
+        hdr["Content-Length"] = str(size)
+        t0 = time.monotonic()
+        c.request("PUT", path, body, hdr); r = c.getresponse(); r.read()
+        t1 = time.monotonic()
+        assert r.status == 200, (r.status, r.reason)
+        c.request("GET", path, headers=signed("GET", path, EMPTY)); r = c.getresponse(); got = r.read()
+        t2 = time.monotonic()
+        assert r.status == 200 and len(got) == size, r.status
+        puts.append(t1 - t0); gets.append(t2 - t1)
+    print(json.dumps({"figure": "garage_put_get_ms", "object": what, "garage": binary, "loadavg": load, "put": q(puts), "get": q(gets)}))
+EOF
+  teardown
+}
+if [[ $ONLY == put || ( $ONLY == latency && $CONFIGS == *:s3* ) ]]; then
+  put_figure
+fi
+
+if [[ $ONLY == all || $ONLY == latency ]]; then
+  for round in $(seq "$LAT_ROUNDS"); do
+    for seg in $SEGMENTS; do
+      for cfg in $CONFIGS; do
+        store=${cfg%%:*} media=${cfg##*:}
+        setup "$store" "$media" "$seg"
+        echo "== round $round, $store + $media, ${seg} segments: write -> readable on A and B, marker POST on A -> SSE on B, ${SECS} s; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+        where=$DATA/hls/live
+        [[ $media == s3 ]] && where=$GARAGE_LOG
+        label="{\"round\":$round,\"store\":\"$store\",\"media\":\"$media\",\"segment\":\"$seg\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+        "${CLIENT_CPU[@]}" python3 "$TMP/latency.py" "$media" "$where" "$PA" "$PB" "$TOKEN" "$SECS" "$label" >"$TMP/lat.out"
+        cat "$TMP/lat.out" >>"$TMP/latency-rounds"
+        python3 - "$TMP/lat.out" >&2 <<'EOF'
+import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    f = r["figure"].replace("_ms", "")
+    if r.get("n"):
+        extra = ""
+        if "write_to_listed" in r:
+            extra = f"; write->listed p50/p99 {r['write_to_listed']['p50']}/{r['write_to_listed']['p99']}, listed->bytes {r['listed_to_bytes']['p50']}/{r['listed_to_bytes']['p99']}, {r['mean_kb']} KB, not seen {r['not_seen']}"
+        print(f"   {f}: n {r['n']}, p50 {r['p50']} ms, p99 {r['p99']} ms, max {r['max']} ms{extra}")
+    else:
+        print(f"   {f}: no samples {r}")
+EOF
+        teardown
+      done
+    done
+  done
+  # Per setup and figure: the median over rounds of each round's p50 and p99, and the p99 of
+  # every sample of every round pooled.
+  python3 - "$TMP/latency-rounds" >>"$TMP/results" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+keys = []
+for r in rows:
+    k = (r["store"], r["media"], r["segment"], r["figure"])
+    if k not in keys: keys.append(k)
+for k in keys:
+    rs = [r for r in rows if (r["store"], r["media"], r["segment"], r["figure"]) == k and r.get("n")]
+    if not rs:
+        print(json.dumps({"store": k[0], "media": k[1], "segment": k[2], "figure": k[3], "rounds": 0})); continue
+    med = lambda f: round(statistics.median(f(r) for r in rs), 1)
+    pooled = sorted(x for r in rs for x in r.get("samples_ms", []))
+    d = {"store": k[0], "media": k[1], "segment": k[2], "figure": k[3], "rounds": len(rs),
+         "loadavg": [r["loadavg"] for r in rs], "median_p50": med(lambda r: r["p50"]), "median_p99": med(lambda r: r["p99"]),
+         "per_round_p99": [r["p99"] for r in rs], "max": max(r["max"] for r in rs)}
+    if pooled:
+        d["pooled"] = {"n": len(pooled), "p99": pooled[min(len(pooled) - 1, int(0.99 * len(pooled)))]}
+    if "write_to_listed" in rs[0]:
+        d["median_write_to_listed_p50_p99"] = [med(lambda r: r["write_to_listed"]["p50"]), med(lambda r: r["write_to_listed"]["p99"])]
+        d["median_listed_to_bytes_p50_p99"] = [med(lambda r: r["listed_to_bytes"]["p50"]), med(lambda r: r["listed_to_bytes"]["p99"])]
+        d["mean_kb"] = med(lambda r: r["mean_kb"])
+        d["not_seen"] = sum(r["not_seen"] for r in rs)
+    if "lost" in rs[0]:
+        d["lost"] = sum(r["lost"] for r in rs)
+    print(json.dumps(d))
+EOF
 fi
 
 if [[ $ONLY == all || $ONLY == viewers ]]; then
-  if [[ $ONLY == all ]]; then
-    # The markers of figure 2 are date ranges of every live playlist until they slide out of
-    # the 30 s window; the viewers must not pay for them.
-    echo "== waiting 35 s for figure 2's markers to leave the live window" >&2
-    sleep 35
-  fi
+  # Fresh servers (no markers of figure 2 in the playlists) on the first setup of CONFIGS.
+  cfg=${CONFIGS%% *}
+  setup "${cfg%%:*}" "${cfg##*:}" "${SEGMENTS%% *}"
   # A cgroup per API node with a CPU quota (cgroup v1 `cpu` controller, or v2).
   CG=""
   if [[ $(id -u) == 0 && -w /sys/fs/cgroup/cpu ]]; then CG=v1; elif [[ $(id -u) == 0 && -f /sys/fs/cgroup/cgroup.controllers ]]; then CG=v2; fi
