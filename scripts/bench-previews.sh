@@ -4,7 +4,7 @@
 # JPEGs pass through, while a GIF would decode and scale each 720p picture) and 10 fps, then for each row N viewers
 # reading GET /preview/live.gif or .mjpeg continuously over loopback (one Python process, asyncio,
 # every byte read and counted). Per row: hlsmark's CPU (share of one core, from /proc/<pid>/stat,
-# its ffmpeg apart) over MEASURE seconds after SETTLE seconds, bytes per second per viewer. Rows
+# split into user and system time, its ffmpeg apart) over MEASURE seconds after SETTLE seconds, bytes per second per viewer. Rows
 # run ROUNDS times, interleaved (a noisy neighbour hits every row alike); prints each round and
 # then the median of the rounds per row. The issue's figures are two runs:
 #   scripts/bench-previews.sh                                          (GIF 480x270, 1/10/100)
@@ -59,10 +59,12 @@ rows = sys.argv[6].split()
 tick = os.sysconf("SC_CLK_TCK")
 
 def cpu(p):
-    """utime + stime of p in seconds, and of its children that are alive (its ffmpeg)."""
+    """utime and stime of p in seconds, and utime + stime of its children that are alive (its
+    ffmpeg). User time is hlsmark's own code (decode, quantize, encode, fan-out); system time is
+    mostly the kernel's work for the sockets, which grows with every viewer in any server."""
     def one(q):
         f = open(f"/proc/{q}/stat").read().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / tick
+        return int(f[11]) / tick, int(f[12]) / tick
     kids = []
     for t in os.listdir(f"/proc/{p}/task"):
         try:
@@ -73,7 +75,7 @@ def cpu(p):
     for k in kids:
         try:
             if b"ffmpeg" in open(f"/proc/{k}/cmdline", "rb").read().split(b"\0")[0]:
-                ff += one(k)
+                ff += sum(one(k))
         except OSError:
             pass
     return own, ff
@@ -98,21 +100,23 @@ async def row(kind, n):
     counters = [[0] for _ in range(n)]
     tasks = [asyncio.create_task(viewer(path, c, stop)) for c in counters] if path else []
     await asyncio.sleep(settle)
-    b0, (c0, f0), t0 = sum(c[0] for c in counters), cpu(pid), time.monotonic()
+    b0, ((u0, s0), f0), t0 = sum(c[0] for c in counters), cpu(pid), time.monotonic()
     await asyncio.sleep(measure)
-    b1, (c1, f1), t1 = sum(c[0] for c in counters), cpu(pid), time.monotonic()
+    b1, ((u1, s1), f1), t1 = sum(c[0] for c in counters), cpu(pid), time.monotonic()
     stop.set()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.sleep(1.5)  # the encoder stops with its last viewer
     dt = t1 - t0
-    return {"cpu": 100 * (c1 - c0) / dt, "ffmpeg": 100 * (f1 - f0) / dt,
+    return {"cpu": 100 * (u1 - u0 + s1 - s0) / dt, "user": 100 * (u1 - u0) / dt,
+            "sys": 100 * (s1 - s0) / dt, "ffmpeg": 100 * (f1 - f0) / dt,
             "bps": (b1 - b0) / dt / max(n, 1)}
 
 def show(name, r):
     bps = f"{r['bps'] / 1000:8.1f} kB/s per viewer" if r["bps"] else ""
-    print(f"{name:<10} hlsmark {r['cpu']:5.1f} % of a core   its ffmpeg {r['ffmpeg']:5.1f} %   {bps}", flush=True)
+    print(f"{name:<10} hlsmark {r['cpu']:5.1f} % of a core (user {r['user']:5.1f}, sys {r['sys']:5.1f})   "
+          f"its ffmpeg {r['ffmpeg']:5.1f} %   {bps}", flush=True)
 
 async def main():
     got = {r: [] for r in rows}
@@ -125,7 +129,7 @@ async def main():
             show(name, r)
     print(f"# median of {rounds} rounds ({measure} s each); load {open('/proc/loadavg').read().split()[:3]}")
     for name in rows:
-        show(name, {k: statistics.median(r[k] for r in got[name]) for k in ("cpu", "ffmpeg", "bps")})
+        show(name, {k: statistics.median(r[k] for r in got[name]) for k in ("cpu", "user", "sys", "ffmpeg", "bps")})
 
 asyncio.run(main())
 PY

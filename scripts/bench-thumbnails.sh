@@ -6,6 +6,10 @@
 # marker rows), then every tile of GET /thumbs/live.vtt (made in the background as segments
 # finished). Prints each round's p50/p99/max and the median of the rounds; cold times are also
 # split by the frame's place in its segment (frames decoded before it: where the time goes).
+#   BENCH_SOURCE=generator (default: encoded by the stream's own ffmpeg on the same cores) |
+#     camera (a camera-like file made here: 720p30 noisy testsrc2, 4 Mbit/s, libx264 veryfast
+#     with CABAC and deblocking as cameras encode, a keyframe every SEGMENT; looped and copied,
+#     as `--source rtsp://...` with the default --video copy would be)
 #   BENCH_SECONDS (60), BENCH_N (60), ROUNDS (3), BURST (4), SEGMENT (2s),
 #   PRIORITY (1: the server at nice -20, see below), HLSMARK_BIN (target/release/hlsmark, built if missing)
 set -euo pipefail
@@ -34,14 +38,28 @@ NICE=()
 [[ $PRIORITY == 1 && $(id -u) == 0 ]] && NICE=(nice -n -20)
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-setsid "${NICE[@]}" "$BIN" run --data-dir "$dir/data" --stream live --width 1280 --height 720 --fps 30 \
+source=(--width 1280 --height 720 --fps 30)
+case ${BENCH_SOURCE:-generator} in
+  generator) ;;
+  camera)
+    gop=$(python3 -c "import sys; print(round(30 * float(sys.argv[1].rstrip('s'))))" "$SEGMENT")
+    ffmpeg -v error -nostdin -y -f lavfi -i "testsrc2=size=1280x720:rate=30,noise=alls=24:allf=t" \
+      -t 20 -c:v libx264 -preset veryfast -pix_fmt yuv420p -g "$gop" -keyint_min "$gop" \
+      -sc_threshold 0 -b:v 4M -maxrate 4M -bufsize 4M "$dir/camera.mp4"
+    source=(--source "$dir/camera.mp4" --video copy --audio off)
+    ;;
+  *) echo "BENCH_SOURCE=$BENCH_SOURCE: expected generator or camera" >&2; exit 1 ;;
+esac
+setsid "${NICE[@]}" "$BIN" run --data-dir "$dir/data" --stream live "${source[@]}" \
   --segment-duration "$SEGMENT" --listen "127.0.0.1:$port" >"$dir/run.log" 2>&1 &
 pid=$!
 boost "$pid"
-trap 'kill -- -$pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
-echo "# hlsmark run (pid $pid) on :$port; recording ${SECONDS_RUN} s; $(nproc) cores; priority ${NICE[*]:-none}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+trap 'kill ${cpid:-} 2>/dev/null || true; kill -- -$pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+echo "# hlsmark run (pid $pid) on :$port; source ${BENCH_SOURCE:-generator}; recording ${SECONDS_RUN} s; $(nproc) cores; priority ${NICE[*]:-none}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 sleep "$SECONDS_RUN"
-python3 - "$port" "$N" "$ROUNDS" "$BURST" <<'PY'
+# The client in a session of its own, boosted alike (as bench-previews.sh does): it stands for a
+# browser on another machine, so its own wait for a core is not part of a thumbnail's latency.
+cat >"$dir/client.py" <<'PY'
 import random, re, statistics, sys, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 port, n, rounds, burst = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -110,3 +128,7 @@ for a, b, s in cues[:-1]:
     tiles.append(ms); hits += cache == "hit"; tbytes.append(size)
 print(line("seek-bar tile", tiles, f"({hits} of {len(tiles)} made before asked, {sum(tbytes) // len(tbytes)} B each)"))
 PY
+setsid "${NICE[@]}" python3 "$dir/client.py" "$port" "$N" "$ROUNDS" "$BURST" &
+cpid=$!
+boost "$cpid"
+wait "$cpid"

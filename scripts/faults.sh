@@ -2,10 +2,12 @@
 # The fault suite (issue 18, design/faults.md): named cases against the real binary, each stating
 # what must hold and checking it, with RSS/fd/recovery figures printed as `FAULTS ...` lines.
 #
-#   scripts/faults.sh                 every case (fast: about a minute on 2 cores)
+#   scripts/faults.sh                 every case (a few minutes on 2 cores: the source, output and
+#                                     scale-out cases start cameras, browsers, nginx and clusters)
 #   scripts/faults.sh sse_churn redis # some cases, by name
 #   scripts/faults.sh --list          the cases and what each guards
-#   scripts/faults.sh --soak 30m      soak: `hlsmark run` under light load, RSS/fds/disk sampled
+#   scripts/faults.sh --soak 30m      soak: `hlsmark run` under light load, RSS/fds/disk sampled,
+#                                     marker alignment checked every minute
 #                                     (release build; HLSMARK_BIN=target/debug/hlsmark to use another)
 #
 # The fast cases are Rust tests (crates/cli/tests/faults.rs, crates/api/tests/api/faults.rs),
@@ -32,6 +34,12 @@ CASES=(
   "zero_byte_segments|hlsmark:faults_ingest|disk_full_during_run_is_503_then_recovers|same run: no empty segment listed, served or on disk, no temp file left after the restart (root)"
   "log_disk_full|hlsmark:faults_ingest|a_log_on_a_full_disk_does_not_stop_the_stream|stderr on a full disk (/dev/full): hlsmark run keeps cutting segments"
   "ffmpeg_kill|hlsmark:faults|ffmpeg_killed_at_any_moment_is_restarted_in_a_new_epoch|ffmpeg kill -9 after a segment, mid-segment, right after its restart: restarted, new epoch behind a DISCONTINUITY, earlier segments served, no part/temp file of a killed epoch left"
+  "rtsp_camera_dies|hlsmark:sources|rtsp_camera_that_dies_and_returns|a real RTSP camera (GStreamer) killed and started again: retrying then live, DISCONTINUITY and a new epoch, the archive served byte for byte, a marker after the return on its exact frame"
+  "browser_kill|hlsmark:page|a_killed_browser_comes_back_as_a_new_epoch|kill -9 of the page source's Chromium: back as a new epoch after a DISCONTINUITY, none of its processes left"
+  "restream_target_dies|hlsmark:restream|restream_arrives_survives_an_ingest_restart|the RTMP target (real nginx-rtmp) killed and back: the restream returns within 5 s, HLS never pauses, the restart counted, the stream key in no log line or answer"
+  "webhook_receiver_dies|hlsmark:webhooks|webhooks_survive_receiver_and_server_restarts|the webhook receiver answering 500, killed and back while hlsmark is SIGKILLed and restarted (embedded store and Redis): every marker delivered, signed, nothing pending"
+  "ingest_kill9_standby|hlsmark:standby|standby_takes_over_after_kill_9|kill -9 of the active ingest: the --standby one takes the lease, DISCONTINUITY, next sequence numbers, markers still exact"
+  "redis_cluster_master|hlsmark-store:redis_cluster|store_recovers_from_a_killed_master|a Redis Cluster master with a replica killed while markers are written: the store reaches the promoted replica by itself, every acknowledged marker is there"
 )
 
 list() {
@@ -73,12 +81,50 @@ soak() {
       curl -fs -o /dev/null -H 'Authorization: Bearer soak-token-0123456789' -H 'Content-Type: application/json' \
         -d "{\"label\":\"soak\",\"utc\":\"$utc\"}" "http://127.0.0.1:$port/markers" || true
     done ) &
-  local csv="$work/soak.csv" start now
-  echo "elapsed_s,rss_kib,rss_anon_kib,fds,disk_kib" >"$csv"
+  # Alignment, sampled every minute: the newest generator event (kind "event", at least 3 s old
+  # so its segment is out) must show the mint corner on its own frame and not on the frame
+  # before, both decoded by the server (/markers/{id}/thumbnail.jpg, /thumbnail/live.jpg?t=) and
+  # the JPEGs decoded again by ffmpeg here. Prints ok, bad (with the marker) or none.
+  cat >"$work/align.py" <<'PY'
+import json, subprocess, sys, time, urllib.request
+from datetime import datetime
+base = sys.argv[1]
+def get(path):
+    with urllib.request.urlopen(base + path, timeout=10) as r:
+        return r.read()
+def mint(jpeg):
+    # 64 px wide: the generator's 80 px block of 640 is 8 px; its interior 2..6.
+    rgb = subprocess.run(["ffmpeg", "-v", "error", "-i", "pipe:0", "-vf", "scale=64:-2",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+                         input=jpeg, capture_output=True, check=True).stdout
+    px = [rgb[(y * 64 + x) * 3:(y * 64 + x) * 3 + 3] for y in range(2, 6) for x in range(2, 6)]
+    r, g, b = (sum(p[c] for p in px) / len(px) for c in range(3))
+    return r < 80 and g > 200 and b > 200
+try:
+    now = time.time()
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 90))
+    ms = json.loads(get(f"/markers?stream=live&from={since}&limit=1000"))["markers"]
+    ev = [m for m in ms if m.get("kind") == "event"]
+    ev = [m for m in ev if now - datetime.fromisoformat(m["utc"].replace("Z", "+00:00")).timestamp() > 3]
+    if not ev:
+        print("none"); sys.exit(0)
+    m = max(ev, key=lambda m: m["hls"])
+    at = mint(get(f"/markers/{m['id']}/thumbnail.jpg"))
+    before = mint(get(f"/thumbnail/live.jpg?t={m['hls'] - 1 / 30:.6f}"))
+    print("ok" if at and not before else f"bad:{m['id']}:at={at}:before={before}")
+except Exception as e:  # a failed sample is reported, not fatal
+    print(f"error:{type(e).__name__}")
+PY
+  local csv="$work/soak.csv" start now last_align=0 align=""
+  echo "elapsed_s,rss_kib,rss_anon_kib,fds,disk_kib,alignment" >"$csv"
   start=$(date +%s)
   while now=$(date +%s); (( now - start < secs )); do
     kill -0 "$pid" 2>/dev/null || { echo "FAULTS soak: hlsmark exited"; tail -20 "$work/run.log"; exit 1; }
-    echo "$((now - start)),$(awk '/VmRSS/{r=$2} /RssAnon/{a=$2} END{print r "," a}' /proc/$pid/status),$(ls /proc/$pid/fd | wc -l),$(du -sk "$work/data" | cut -f1)" >>"$csv"
+    align=""
+    if (( now - last_align >= 60 )); then
+      align=$(python3 "$work/align.py" "http://127.0.0.1:$port"); last_align=$now
+    fi
+    echo "$((now - start)),$(awk '/VmRSS/{r=$2} /RssAnon/{a=$2} END{print r "," a}' /proc/$pid/status),$(ls /proc/$pid/fd | wc -l),$(du -sk "$work/data" | cut -f1),$align" >>"$csv"
     sleep 10
   done
   # Warm after the first fifth (at least 60 s): RSS must stay within +-10 % of the warm median.
@@ -100,7 +146,14 @@ print(f"FAULTS soak samples={len(rows)} warm_rss_kib min={min(rss)} median={med:
 # RSS counts the binary's own pages as they are touched (a debug build: tens of MB); the
 # anonymous part (heap, stacks) is what a leak grows.
 ok = all(abs(x - med) / med <= 0.10 for x in rss)
-print("FAULTS soak RSS flat (+-10 %):", "yes" if ok else "NO"); sys.exit(0 if ok else 1)
+print("FAULTS soak RSS flat (+-10 %):", "yes" if ok else "NO")
+al = [r["alignment"] for r in rows if r.get("alignment")]
+good = sum(a == "ok" for a in al); bad = [a for a in al if a.startswith("bad")]
+print(f"FAULTS soak alignment samples={len(al)} exact={good} wrong={len(bad)} "
+      f"none_or_error={len(al) - good - len(bad)}{' ' + ' '.join(bad) if bad else ''}")
+aligned = not bad and good > 0
+print("FAULTS soak markers on their exact frame:", "yes" if aligned else "NO")
+sys.exit(0 if ok and aligned else 1)
 EOF
   echo "samples: $csv"
 }

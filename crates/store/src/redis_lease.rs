@@ -50,12 +50,20 @@ end
 
 /// KEYS: lease token wait; ARGV: holder ttl_ms waiter_ms.
 /// {1, token} acquired, or {0, token, holder, pttl} held.
+///
+/// A lease held by the asking holder itself is granted again with a new token: its earlier grant
+/// reached Redis but not the caller (on a cluster, the write was applied and the `WAIT` for the
+/// replica timed out), so refusing would tell an ingest that it is being ingested by itself. The
+/// new token fences whatever used the old one, so this stays safe if two processes were ever
+/// given the same holder id.
 const ACQUIRE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local tok, h = string.match(cur, '^(%d+) (.*)$')
-  redis.call('HSET', KEYS[3], ARGV[1], now_ms() + tonumber(ARGV[3]))
-  return {0, tok, h, redis.call('PTTL', KEYS[1])}
+  if h ~= ARGV[1] then
+    redis.call('HSET', KEYS[3], ARGV[1], now_ms() + tonumber(ARGV[3]))
+    return {0, tok, h, redis.call('PTTL', KEYS[1])}
+  end
 end
 local tok = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], tok .. ' ' .. ARGV[1], 'PX', ARGV[2])

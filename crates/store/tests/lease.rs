@@ -176,6 +176,40 @@ async fn bad_lease_arguments_are_invalid(h: Harness) {
     assert_eq!(s.lease_holder(&live()).await.unwrap(), None);
 }
 
+/// A Redis grant whose reply was lost (on a cluster: applied, then `WAIT` for the replica timed
+/// out) is retried by the same holder: it gets the lease again with a newer token, not "held by
+/// itself", and the lost token is fenced.
+async fn the_same_holder_asking_again_gets_a_newer_token(h: Harness) {
+    let s = &h.store;
+    let t1 = acquired(&s.acquire_lease(&live(), "a:1", TTL).await.unwrap());
+    let t2 = acquired(&s.acquire_lease(&live(), "a:1", TTL).await.unwrap());
+    assert!(t2 > t1, "{t2} > {t1}");
+    assert_eq!(
+        fenced_by(&s.renew_lease(&live(), t1, TTL).await.unwrap_err()),
+        t2
+    );
+    let holder = s.lease_holder(&live()).await.unwrap().unwrap();
+    assert_eq!((holder.holder.as_str(), holder.token), ("a:1", t2));
+    assert!(holder.standby.is_empty(), "{holder:?}");
+    // Another holder is still refused.
+    assert!(matches!(
+        s.acquire_lease(&live(), "b:2", TTL).await.unwrap(),
+        LeaseAttempt::Held(held) if held.holder == "a:1" && held.token == t2
+    ));
+}
+
+mod same_holder_again {
+    #[tokio::test]
+    async fn redis() {
+        super::the_same_holder_asking_again_gets_a_newer_token(super::Harness::redis().await).await;
+    }
+    #[tokio::test]
+    async fn redis_slots() {
+        super::the_same_holder_asking_again_gets_a_newer_token(super::Harness::redis_slots().await)
+            .await;
+    }
+}
+
 macro_rules! backends {
     ($($name:ident),* $(,)?) => {
         mod embedded {
