@@ -283,7 +283,10 @@ fn three_thousand_idle_keepalive_connections_leave_health_answering() {
     let r = p.get("/healthz");
     let took = t.elapsed();
     drop(idle);
-    let back = within(Duration::from_secs(5), || fds(p.pid()) <= fd0 + 8);
+    // The baseline is taken right after start: a few descriptors are opened later and kept
+    // (per-worker ones once connections arrive: 10 more were seen on a loaded machine). A leak
+    // of these connections would keep thousands.
+    let back = within(Duration::from_secs(5), || fds(p.pid()) <= fd0 + 32);
     let (fd2, rss2) = (fds(p.pid()), rss_kib(p.pid()));
     println!(
         "FAULTS idle_keepalive conns=3000 fds {fd0}->{fd1}->{fd2} rss_kib {rss0}->{rss1}->{rss2} health_under_flood={took:?} fds_back_in={back:?}"

@@ -150,8 +150,13 @@ impl Held {
 
     /// Stops renewing; gives the lease up unless it was taken over (a standby then starts at
     /// its next try instead of after the ttl).
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.task.abort();
+        // An aborted task's future (and the store handle it holds) is dropped when the runtime
+        // next gets to it: wait for that, so that nothing of this run keeps the store open once
+        // the run has returned (an embedded store reopened at once in the same process would
+        // otherwise be "in use").
+        let _ = (&mut self.task).await;
         if self.is_fenced() {
             return;
         }
