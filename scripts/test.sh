@@ -99,6 +99,13 @@ if [[ -z "${HLSMARK_SKIP_BROWSER:-}" && -f frontend/package.json ]] && grep -q '
   HLSMARK_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/hlsmark"
   [[ $HLSMARK_BIN = /* ]] || HLSMARK_BIN="$ROOT/$HLSMARK_BIN"
   export HLSMARK_BIN
-  (cd frontend && npm run --silent test:browser)
+  # One retry, as nextest gives the Rust tests (.config/nextest.toml): the browser tests drive
+  # real players on 2 shared cores. A pass on the second run is reported as FLAKY (and the first
+  # run's failure is above it in the log); a second failure fails the run.
+  if ! (cd frontend && npm run --silent test:browser); then
+    echo "==> browser suite failed; running it once more"
+    (cd frontend && npm run --silent test:browser)
+    echo "FLAKY: the browser suite passed on its second run; its first failure is above"
+  fi
 fi
 step "all tests passed"

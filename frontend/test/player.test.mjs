@@ -182,8 +182,10 @@ describe('player page', () => {
     const r0 = { ...requests };
     const samples = [];
     const labels = new Set();
+    let polls = 0;
     while (Date.now() - started < LL_SECONDS * 1000) {
       await sleep(500);
+      polls += 1;
       const x = await page.evaluate(() => ({
         latency: window.hlsmark.latency(),
         label: document.getElementById('latency').hidden ? null : document.getElementById('latency').textContent,
@@ -214,7 +216,8 @@ describe('player page', () => {
     assert.ok(s1.canBlockReload && s1.parts > 0, `hls.js sees the LL playlist (${s1.parts} parts, blocking reload ${s1.canBlockReload})`);
     assert.ok(requests.parts - r0.parts >= LL_SECONDS * 2, `the page loads parts (${requests.parts - r0.parts})`);
     assert.ok(requests.blocking - r0.blocking >= LL_SECONDS * 2, `the page uses blocking playlist reloads (${requests.blocking - r0.blocking})`);
-    assert.ok(samples.length >= LL_SECONDS * 2 - 2, `latency measured (${samples.length} samples)`);
+    // (every poll but the first two: a loaded machine makes fewer than two polls a second)
+    assert.ok(polls >= LL_SECONDS && samples.length >= polls - 2, `latency measured (${samples.length} samples of ${polls} polls)`);
     assert.ok(p(0.5) < 2 && sorted.at(-1) < 2, `latency below 2 s: p50 ${p(0.5)} max ${sorted.at(-1)}`);
     assert.ok(sorted[0] > 0, `latency is positive (${sorted[0]}): the PDT of the frame on screen is in the past`);
     for (const l of labels) assert.match(l ?? 'hidden', /^Latency \d+\.\d\d s$/, 'the latency label is shown');
