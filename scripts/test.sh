@@ -99,13 +99,10 @@ if [[ -z "${HLSMARK_SKIP_BROWSER:-}" && -f frontend/package.json ]] && grep -q '
   HLSMARK_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/hlsmark"
   [[ $HLSMARK_BIN = /* ]] || HLSMARK_BIN="$ROOT/$HLSMARK_BIN"
   export HLSMARK_BIN
-  # One retry, as nextest gives the Rust tests (.config/nextest.toml): the browser tests drive
-  # real players on 2 shared cores. A pass on the second run is reported as FLAKY (and the first
-  # run's failure is above it in the log); a second failure fails the run.
-  if ! (cd frontend && npm run --silent test:browser); then
-    echo "==> browser suite failed; running it once more"
-    (cd frontend && npm run --silent test:browser)
-    echo "FLAKY: the browser suite passed on its second run; its first failure is above"
-  fi
+  # test/run-browser.mjs runs the suite file by file and retries a failing file once, as nextest
+  # retries a Rust test (.config/nextest.toml): the files drive real players on 2 shared cores. A
+  # pass on the second run is reported as FLAKY (the first failure is above it in the log); a file
+  # that fails twice fails the run.
+  (cd frontend && npm run --silent test:browser)
 fi
 step "all tests passed"

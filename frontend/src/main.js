@@ -69,8 +69,13 @@ const state = {
   zeros: new Map(),
   /** hls.js's time offset per discontinuity sequence: cc -> { base: HLS ticks at currentTime 0, sn }. */
   offsets: new Map(),
-  /** Playback stalls seen: `waiting` events while playing (log: how long each lasted, `ms`), hls.js BUFFER_STALLED_ERRORs. */
-  stalls: { waiting: 0, engine: 0, log: [] },
+  /**
+   * Playback stalls seen. `waiting`: media `waiting` events while playing; `engine`: hls.js
+   * BUFFER_STALLED_ERRORs (hls.js reports one at once for any `waiting` after the playhead moved);
+   * `log`: both, as they came. `waits`: each stall once, from its first `waiting` or engine report
+   * until the picture moves again (`ms`; no `ms` while it lasts), with the reports it drew.
+   */
+  stalls: { waiting: 0, engine: 0, log: [], waits: [] },
   /** Latest latency (now - PDT of the frame at the playhead), seconds, and when it was taken. */
   latency: null,
   /** Zero taken from the playlist before any segment is buffered (hls.js puts the playlist's first segment at 0). */
@@ -111,6 +116,7 @@ registerHlsJs({
       if (data.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) {
         state.stalls.engine += 1;
         state.stalls.log.push({ at: Date.now(), what: data.details, t: player.currentTime() });
+        stallStarted(data.details);
       }
     });
   },
@@ -1066,15 +1072,32 @@ document.addEventListener('keydown', (e) => {
   e.preventDefault();
   stepFrames(e.key === ',' ? -1 : 1).catch((err) => showError(err.message));
 });
+/** A stall begins, or one that has not ended yet draws another report. */
+function stallStarted(what) {
+  const open = state.stalls.waits.at(-1);
+  if (open && open.ms === undefined) {
+    open.reports.push(what);
+    return;
+  }
+  state.stalls.waits.push({ at: Date.now(), t: player.currentTime(), reports: [what] });
+  if (state.stalls.waits.length > 200) state.stalls.waits.shift();
+}
 player.on('waiting', () => {
   if (player.seeking()) return; // a seek waits for its media: not a stall
   state.stalls.waiting += 1;
   state.stalls.log.push({ at: Date.now(), what: 'waiting', t: player.currentTime() });
+  if (state.stalls.log.length > 200) state.stalls.log.shift();
+  stallStarted('waiting');
 });
-// How long each wait lasted (`ms`), once the picture moves again.
+// How long the stall lasted (`ms`), once the picture moves again.
 player.on(['playing', 'timeupdate'], () => {
-  const last = state.stalls.log.at(-1);
-  if (last?.what === 'waiting' && last.ms === undefined && player.currentTime() > last.t) last.ms = Date.now() - last.at;
+  const open = state.stalls.waits.at(-1);
+  if (open && open.ms === undefined && player.currentTime() > open.t) open.ms = Date.now() - open.at;
+});
+// A seek during a stall (hls.js nudging past a hole, say) moves the point the picture must pass.
+player.on('seeked', () => {
+  const open = state.stalls.waits.at(-1);
+  if (open && open.ms === undefined) open.t = player.currentTime();
 });
 
 async function boot() {

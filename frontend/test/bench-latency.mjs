@@ -42,7 +42,6 @@ try {
   await waitUntil('playback', () => page.evaluate(() => window.hlsmark?.state.ready
     && window.hlsmark.player.currentTime() > 0 && !window.hlsmark.player.paused() && window.hlsmark.latency() !== null), 30000, 200);
   await sleep(Number(a.warmup) * 1000);
-  const s0 = await page.evaluate(() => ({ ...window.hlsmark.state.stalls, log: undefined }));
   for (const k of Object.keys(requests)) requests[k] = 0;
   const lat = [];
   const behindEdge = [];
@@ -73,7 +72,9 @@ try {
     behind_edge_p50_s: round(pct(behindEdge, 0.5)),
     buffer_ahead_p50_s: round(pct(ahead, 0.5)),
     buffer_ahead_min_s: round(pct(ahead, 0)),
-    stalls: (s1.waiting - s0.waiting) + (s1.engine - s0.engine),
+    // Each stall once (a `waiting` and hls.js's report of it are one stall), with how long it lasted.
+    stalls: s1.waits.filter((e) => e.at >= started).length,
+    stall_ms: s1.waits.filter((e) => e.at >= started).map((e) => e.ms ?? null),
     stall_log: s1.log.slice(-6).map((e) => ({ ...e, t: round(e.t), at: round((e.at - started) / 1000) })),
     requests,
     page_errors: errors.length,
