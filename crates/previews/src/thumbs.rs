@@ -92,6 +92,27 @@ pub struct Thumbnails {
     /// Spares are not used after one failed where a plain run worked (an ffmpeg without
     /// `-filter_script`, say).
     no_spares: AtomicBool,
+    /// Thumbnails made ahead of any request ([`Self::get_if_free`]).
+    made_ahead: AtomicU64,
+    /// Thumbnails being made now: a request for one of them waits for that picture rather than
+    /// decoding it a second time (the page asks for a new marker's row thumbnail as soon as its
+    /// segment is out, just when the tiler makes it ahead).
+    making: Mutex<HashMap<ThumbKey, tokio::sync::watch::Receiver<()>>>,
+}
+
+/// A thumbnail being made (see [`Thumbnails::making`]); waiters wake when it is dropped.
+struct Making<'a> {
+    owner: &'a Thumbnails,
+    key: ThumbKey,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Making<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.owner.making.lock() {
+            m.remove(&self.key);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -164,7 +185,14 @@ impl Thumbnails {
             tilers: Mutex::new(HashSet::new()),
             spares: Mutex::new(VecDeque::new()),
             no_spares: AtomicBool::new(false),
+            made_ahead: AtomicU64::new(0),
+            making: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Thumbnails made ahead of any request so far.
+    pub fn made_ahead(&self) -> u64 {
+        self.made_ahead.load(Ordering::Relaxed)
     }
 
     /// Starts the spare ffmpegs unless they run (cheap when they do). Called by every request
@@ -337,6 +365,13 @@ impl Thumbnails {
         if let Some(jpeg) = self.lookup(&key) {
             return Ok(Thumb { jpeg, cached: true });
         }
+        if let Some(mut done) = self.being_made(&key) {
+            // Made by another request or ahead: that picture, unless it failed.
+            let _ = tokio::time::timeout(EXTRACT_TIMEOUT, done.changed()).await;
+            if let Some(jpeg) = self.lookup(&key) {
+                return Ok(Thumb { jpeg, cached: true });
+            }
+        }
         if self.spares_waiting() == 0 {
             // The first request (or the pool ran dry): one of these is taken below.
             self.warm_up();
@@ -349,10 +384,39 @@ impl Thumbnails {
         if let Some(jpeg) = self.lookup(&key) {
             return Ok(Thumb { jpeg, cached: true });
         }
+        let _making = self.making(&key);
         let made = self.extract(&key, init, segment).await;
         // The next spare starts now that this decode is done (not during it, on a core it needs).
         self.warm_up();
         let jpeg = made?;
+        self.insert(key, jpeg.clone());
+        Ok(Thumb {
+            jpeg,
+            cached: false,
+        })
+    }
+
+    /// As [`Thumbnails::get`], for work made ahead of any request: only while no request is
+    /// decoding (else [`PreviewError::Busy`] at once, not a wait), with a turn taken so requests
+    /// that come meanwhile use the other, and in an ffmpeg of its own at a lower CPU priority
+    /// (`nice -n 10`), so the spares stay for requests and a request's decode wins the cores.
+    pub async fn get_if_free(
+        &self,
+        key: ThumbKey,
+        init: &Path,
+        segment: &Path,
+    ) -> Result<Thumb, PreviewError> {
+        if let Some(jpeg) = self.lookup(&key) {
+            return Ok(Thumb { jpeg, cached: true });
+        }
+        if self.turns.available_permits() < CONCURRENT || self.being_made(&key).is_some() {
+            return Err(PreviewError::Busy);
+        }
+        let _turn = self.turns.try_acquire().map_err(|_| PreviewError::Busy)?;
+        let _making = self.making(&key);
+        let args = extract_args(init, segment, key.index, key.width);
+        let jpeg = run_ffmpeg_niced(&self.ffmpeg, args, Some(init), segment, key.index).await?;
+        self.made_ahead.fetch_add(1, Ordering::Relaxed);
         self.insert(key, jpeg.clone());
         Ok(Thumb {
             jpeg,
@@ -384,6 +448,24 @@ impl Thumbnails {
             }
         }
         Ok(jpeg)
+    }
+
+    /// A wait for `key` when it is being made now.
+    fn being_made(&self, key: &ThumbKey) -> Option<tokio::sync::watch::Receiver<()>> {
+        self.making.lock().ok()?.get(key).cloned()
+    }
+
+    /// Marks `key` as being made until the returned guard is dropped.
+    fn making(&self, key: &ThumbKey) -> Making<'_> {
+        let (done, waiting) = tokio::sync::watch::channel(());
+        if let Ok(mut m) = self.making.lock() {
+            m.insert(key.clone(), waiting);
+        }
+        Making {
+            owner: self,
+            key: key.clone(),
+            _done: done,
+        }
     }
 
     fn lookup(&self, key: &ThumbKey) -> Option<Bytes> {
@@ -674,6 +756,31 @@ async fn extract_warm(
     checked(out, index, segment)
 }
 
+/// [`run_ffmpeg`] at a lower CPU priority (through `nice -n 10`; directly where there is no
+/// `nice`).
+async fn run_ffmpeg_niced(
+    ffmpeg: &Path,
+    args: Vec<String>,
+    init: Option<&Path>,
+    segment: &Path,
+    index: usize,
+) -> Result<Bytes, PreviewError> {
+    let mut niced = vec![
+        "-n".to_owned(),
+        "10".to_owned(),
+        ffmpeg.display().to_string(),
+    ];
+    niced.extend(args.iter().cloned());
+    match run_ffmpeg(Path::new("nice"), niced, init, segment, index).await {
+        Err(PreviewError::Spawn { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            run_ffmpeg(ffmpeg, args, init, segment, index).await
+        }
+        made => made,
+    }
+}
+
 /// Runs one picture's ffmpeg and checks that a JPEG came out.
 async fn run_ffmpeg(
     ffmpeg: &Path,
@@ -752,6 +859,65 @@ mod tests {
 
     /// A real ffmpeg: the spare's picture is the plain run's, and the cache API uses spares
     /// (started ahead outside any runtime, used from another) and tops the pool up after.
+    #[test]
+    fn a_picture_being_made_is_waited_for_not_made_twice_and_work_ahead_yields() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v.mp4");
+        let empty = dir.path().join("e.m4s");
+        std::fs::write(&empty, b"").unwrap();
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
+            .args(["-i", "testsrc=size=320x180:rate=30", "-frames:v", "30"])
+            .args(["-c:v", "libx264", "-g", "30", "-f", "mp4"])
+            .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let t = Thumbnails::new("ffmpeg".into(), 16, 1 << 20);
+        let key = |index| ThumbKey {
+            stream: "s".into(),
+            epoch: 0,
+            seq: 0,
+            index,
+            width: Some(160),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Two requests for one frame at once (two turns free): one decode, the other waits
+            // for its picture.
+            let (a, b) = tokio::join!(t.get(key(20), &file, &empty), t.get(key(20), &file, &empty));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a.jpeg, b.jpeg);
+            assert_eq!(
+                [a.cached, b.cached].iter().filter(|c| !**c).count(),
+                1,
+                "made once"
+            );
+            assert_eq!(t.made_ahead(), 0);
+            // Work ahead while a request decodes: refused at once, nothing made.
+            let (req, ahead) = tokio::join!(t.get(key(25), &file, &empty), async {
+                tokio::task::yield_now().await;
+                t.get_if_free(key(26), &file, &empty).await
+            });
+            assert!(!req.unwrap().cached);
+            assert!(matches!(ahead, Err(PreviewError::Busy)), "{ahead:?}");
+            // With no request decoding it is made (and a request then finds it cached); a
+            // request for a picture being made ahead waits for it.
+            let (ahead, req) = tokio::join!(t.get_if_free(key(27), &file, &empty), async {
+                tokio::task::yield_now().await;
+                t.get(key(27), &file, &empty).await
+            });
+            assert!(!ahead.unwrap().cached);
+            assert!(req.unwrap().cached, "waited for the picture made ahead");
+            assert_eq!(t.made_ahead(), 1);
+            assert!(t.get(key(27), &file, &empty).await.unwrap().cached);
+        });
+    }
+
     #[test]
     fn a_spare_ffmpeg_gives_the_picture_of_a_plain_run() {
         let dir = tempfile::tempdir().unwrap();

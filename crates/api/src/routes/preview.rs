@@ -319,6 +319,54 @@ async fn frame_picture(
     hls: HlsTime,
     width: Option<u32>,
 ) -> Result<HttpResponse, ApiError> {
+    let (thumb, frame) = frame_thumb(state, stream, clocks, hls, width, Turn::Wait).await?;
+    let mut answer = HttpResponse::Ok();
+    answer
+        .content_type("image/jpeg")
+        // One frame of an immutable segment: the same URL may answer another frame only when a
+        // wiped data directory reuses the time.
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .insert_header((
+            "X-Hlsmark-Frame",
+            HeaderValue::from_str(&format!(
+                "seq={}; index={}; hls_90k={}",
+                frame.seq,
+                frame.index,
+                frame.hls.ticks()
+            ))
+            .unwrap_or(HeaderValue::from_static("")),
+        ))
+        .insert_header(("X-Hlsmark-Cache", if thumb.cached { "hit" } else { "miss" }));
+    Ok(answer.body(thumb.jpeg))
+}
+
+/// Whether a thumbnail not in the cache waits for a decoding turn ([`Turn::Wait`], a request)
+/// or is given up when none is free ([`Turn::IfFree`], work made ahead in the background).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    Wait,
+    IfFree,
+}
+
+/// Where a thumbnail's frame is: its segment, its index there, its exact time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameAt {
+    pub seq: hlsmark_clock::SeqNo,
+    pub index: usize,
+    pub hls: HlsTime,
+}
+
+/// The thumbnail of the frame showing at `hls` (from the cache, else decoded from the retained
+/// segment holding it) and where that frame is. With [`Turn::IfFree`], a picture that is not
+/// cached while every decoding turn is taken is [`PreviewError::Busy`] (503) at once.
+pub(crate) async fn frame_thumb(
+    state: &AppState,
+    stream: &StreamName,
+    clocks: &Clocks<'_>,
+    hls: HlsTime,
+    width: Option<u32>,
+    turn: Turn,
+) -> Result<(hlsmark_previews::Thumb, FrameAt), ApiError> {
     if clocks.segment_at(hls).is_none() {
         return Err(no_frame(stream, "outside the retained segments"));
     }
@@ -352,28 +400,18 @@ async fn frame_picture(
         index,
         width,
     };
-    let thumb = state
-        .cfg
-        .thumbnails
-        .get(key, &init_path, &seg_path)
-        .await
-        .map_err(preview_error)?;
-    let mut answer = HttpResponse::Ok();
-    answer
-        .content_type("image/jpeg")
-        // One frame of an immutable segment: the same URL may answer another frame only when a
-        // wiped data directory reuses the time.
-        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-        .insert_header((
-            "X-Hlsmark-Frame",
-            HeaderValue::from_str(&format!(
-                "seq={seq}; index={index}; hls_90k={}",
-                frame.hls.ticks()
-            ))
-            .unwrap_or(HeaderValue::from_static("")),
-        ))
-        .insert_header(("X-Hlsmark-Cache", if thumb.cached { "hit" } else { "miss" }));
-    Ok(answer.body(thumb.jpeg))
+    let thumbs = &state.cfg.thumbnails;
+    let thumb = match turn {
+        Turn::Wait => thumbs.get(key, &init_path, &seg_path).await,
+        Turn::IfFree => thumbs.get_if_free(key, &init_path, &seg_path).await,
+    }
+    .map_err(preview_error)?;
+    let at = FrameAt {
+        seq,
+        index,
+        hls: frame.hls,
+    };
+    Ok((thumb, at))
 }
 
 /// `GET /thumbs/{stream}.vtt?from=&to=&seq=`: the WebVTT thumbnails track of the retained
@@ -500,5 +538,10 @@ pub fn metric_series(state: &AppState, text: &mut String) {
     let _ = writeln!(
         text,
         "# HELP hlsmark_thumbnails_cached Thumbnails in memory.\n# TYPE hlsmark_thumbnails_cached gauge\nhlsmark_thumbnails_cached {n}\n# HELP hlsmark_thumbnail_cache_bytes Bytes of thumbnails in memory.\n# TYPE hlsmark_thumbnail_cache_bytes gauge\nhlsmark_thumbnail_cache_bytes {bytes}"
+    );
+    let ahead = state.cfg.thumbnails.made_ahead();
+    let _ = writeln!(
+        text,
+        "# HELP hlsmark_thumbnails_made_ahead_total Marker row thumbnails made before anyone asked (the seek bar's tiler).\n# TYPE hlsmark_thumbnails_made_ahead_total counter\nhlsmark_thumbnails_made_ahead_total {ahead}"
     );
 }

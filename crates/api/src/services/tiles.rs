@@ -25,6 +25,8 @@ use hlsmark_store::StreamName;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
+use crate::routes::preview::{Turn, frame_thumb};
+use crate::services::clocks::Clocks;
 use crate::services::segment_index::IndexedSegment;
 use crate::state::AppState;
 
@@ -41,6 +43,25 @@ const BACKFILL_PAUSE: Duration = Duration::from_millis(200);
 const IDLE_LOOK: Duration = Duration::from_secs(10);
 /// Most cues in one track, the newest kept (a day of one-second segments is 86,400).
 pub const MAX_CUES: usize = 20_000;
+/// The width of a marker row's thumbnail on the page (`ROW_THUMB_WIDTH` in
+/// frontend/src/thumbs.js): the width made ahead for new markers.
+pub const ROW_THUMB_WIDTH: u32 = 160;
+/// Markers of the newest segments whose row thumbnails one pass makes ahead, at most (each is a
+/// decode from the keyframe, ~50-200 ms of CPU): a burst of markers gets its first ones made and
+/// the rest on request.
+const MARKER_THUMBS: usize = 4;
+/// Newest markers of the newest segments one pass looks at.
+const MARKER_LOOK: u32 = 16;
+
+/// What the tiler remembers between passes about the markers' thumbnails it made ahead.
+#[derive(Debug, Default)]
+struct MarkerThumbs {
+    /// The newest segment when the markers were last looked at: looked at again only when a
+    /// segment was published (not at every part).
+    looked_at: Option<SeqNo>,
+    /// Markers whose thumbnail could not be made (not tried again by this tiler).
+    failed: HashSet<uuid::Uuid>,
+}
 
 /// Which clock a track's cue times are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +96,13 @@ async fn run(state: &AppState, stream: &StreamName) {
     };
     let mut shutdown = state.shutdown.clone();
     let mut failed = HashSet::new();
+    let mut markers = MarkerThumbs::default();
     loop {
         if *shutdown.borrow() {
             return;
         }
         let idle = updates.as_ref().is_none_or(|u| u.is_empty());
-        let more = pass(state, stream, idle, &mut failed).await;
+        let more = pass(state, stream, idle, &mut failed, &mut markers).await;
         let pause = if more { BACKFILL_PAUSE } else { IDLE_LOOK };
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -109,15 +131,16 @@ async fn next_update(
     }
 }
 
-/// One pass: forget what retention removed, make the newest tiles, and (when `idle`) one older
-/// one. `true` when older ones remain to be filled in.
+/// One pass: forget what retention removed, make the newest tiles and the row thumbnails of the
+/// newest markers, and (when `idle`) one older tile. `true` when older ones remain to be filled in.
 async fn pass(
     state: &AppState,
     stream: &StreamName,
     idle: bool,
     failed: &mut HashSet<(u32, SeqNo)>,
+    markers: &mut MarkerThumbs,
 ) -> bool {
-    let Ok((_, index)) = state.clocks(stream).await else {
+    let Ok((view, index)) = state.clocks(stream).await else {
         return false;
     };
     let rows = index.rows();
@@ -140,6 +163,8 @@ async fn pass(
         newest.reverse();
         make_batch(state, stream, &newest, failed).await;
     }
+    let clocks = Clocks::new(&view.timeline, &index);
+    marker_thumbs(state, stream, &clocks, rows, markers).await;
     if !idle {
         return true;
     }
@@ -158,6 +183,64 @@ async fn pass(
     older.reverse();
     make_batch(state, stream, &older, failed).await;
     true
+}
+
+/// Row thumbnails of the newest markers in the newest [`MAX_BEHIND`] published segments, made
+/// ahead so the page's marker rows find them cached: once per published segment, at most
+/// [`MARKER_THUMBS`] a pass, and only while no request is decoding one (a request never waits
+/// for this work; what is not made here is made when asked for).
+async fn marker_thumbs(
+    state: &AppState,
+    stream: &StreamName,
+    clocks: &Clocks<'_>,
+    rows: &[IndexedSegment],
+    markers: &mut MarkerThumbs,
+) {
+    let (Some(last), Some(first)) = (rows.last(), rows.get(rows.len().saturating_sub(MAX_BEHIND)))
+    else {
+        return;
+    };
+    if markers.looked_at == Some(last.seq) {
+        return;
+    }
+    let query = hlsmark_store::RangeQuery {
+        stream: stream.clone(),
+        from: first.hls_start,
+        to: last.hls_end(),
+        limit: MARKER_LOOK,
+        after: None,
+        newest_first: true,
+        filter: Default::default(),
+    };
+    let Ok(page) = state.store.query_markers(&query).await else {
+        return;
+    };
+    if markers.failed.len() > 10_000 {
+        markers.failed.clear();
+    }
+    let mut made = 0;
+    let todo: Vec<_> = page
+        .markers
+        .iter()
+        .filter(|m| !markers.failed.contains(&m.id))
+        .collect();
+    for m in todo {
+        if made == MARKER_THUMBS {
+            // The rest next time (the pass after the next segment).
+            return;
+        }
+        let width = Some(ROW_THUMB_WIDTH);
+        match frame_thumb(state, stream, clocks, m.hls, width, Turn::IfFree).await {
+            Ok((thumb, _)) => made += usize::from(!thumb.cached),
+            // Requests are decoding: tried again at the next pass.
+            Err(e) if e.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE => return,
+            Err(e) => {
+                tracing::debug!(%stream, marker = %m.id, error = %e.message, "marker thumbnail not made ahead");
+                markers.failed.insert(m.id);
+            }
+        }
+    }
+    markers.looked_at = Some(last.seq);
 }
 
 /// Tiles of `rows` (oldest first): runs of one epoch and init section in one ffmpeg each, one by

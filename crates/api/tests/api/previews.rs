@@ -547,3 +547,53 @@ fn thumbnails_show_the_exact_frame_mint_at_a_marker_and_not_one_frame_before() {
         );
     }
 }
+
+#[test]
+fn marker_row_thumbnails_are_made_ahead_once_the_seek_bar_track_is_asked_for() {
+    let run = Run::start(&[]);
+    // Nobody looking: nothing is made.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(run.metric("hlsmark_thumbnails_made_ahead_total"), 0.0);
+    // The page asks for the seek bar's track: the stream's tiler starts, and from then on the
+    // row thumbnails of new markers are made as their segments are published, before anyone
+    // asks for them.
+    let track = request(run.addr, "GET", "/thumbs/live.vtt", &[], b"");
+    assert_eq!(track.status, 200, "{}", track.text());
+    run.wait("row thumbnails made ahead", Duration::from_secs(30), |r| {
+        r.metric("hlsmark_thumbnails_made_ahead_total") >= 2.0
+    });
+    let made = run.metric("hlsmark_thumbnails_made_ahead_total");
+    assert!(
+        run.metric("hlsmark_thumbnails_cached") >= made,
+        "what was made ahead is in the cache"
+    );
+    // The page's request for a row (160 px wide) is then a cache hit, showing the marker's frame.
+    let list = request(run.addr, "GET", "/markers?limit=50", &[], b"").json();
+    let mut hits = 0;
+    for m in list["markers"].as_array().unwrap().iter().rev() {
+        let id = m["id"].as_str().unwrap();
+        let r = request(
+            run.addr,
+            "GET",
+            &format!("/markers/{id}/thumbnail.jpg?width=160"),
+            &[],
+            b"",
+        );
+        if r.status != 200 || r.header("x-hlsmark-cache") != Some("hit") {
+            continue;
+        }
+        let img = image::load_from_memory_with_format(&r.body, image::ImageFormat::Jpeg)
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(img.width(), 160, "the page's row width");
+        assert!(
+            is_mint(corner(img.as_raw(), 160, 3)),
+            "the marker's own frame (mint)"
+        );
+        hits += 1;
+    }
+    assert!(
+        hits >= 1,
+        "a marker row's thumbnail came from the cache ({made} made ahead)"
+    );
+}
