@@ -4,13 +4,15 @@
 # retained media, each asked for twice through GET /thumbnail/live.jpg?t= (cold: decoded by
 # ffmpeg; warm: the LRU), one at a time, then BURST cold ones at once (a page opening with a few
 # marker rows), then every tile of GET /thumbs/live.vtt (made in the background as segments
-# finished). Prints each round's p50/p99/max and the median of the rounds; cold times are also
-# split by the frame's place in its segment (frames decoded before it: where the time goes).
+# finished), then (generator) the row thumbnails of ROW_MARKERS new markers, asked for a few
+# seconds after them as a page opened later does. Prints each round's p50/p99/max and the median of
+# the rounds; cold times are also split by the frame's place in its segment (frames decoded before
+# it: where the time goes).
 #   BENCH_SOURCE=generator (default: encoded by the stream's own ffmpeg on the same cores) |
 #     camera (a camera-like file made here: 720p30 noisy testsrc2, 4 Mbit/s, libx264 veryfast
 #     with CABAC and deblocking as cameras encode, a keyframe every SEGMENT; looped and copied,
 #     as `--source rtsp://...` with the default --video copy would be)
-#   BENCH_SECONDS (60), BENCH_N (60), ROUNDS (3), BURST (4), SEGMENT (2s),
+#   BENCH_SECONDS (60), BENCH_N (60), ROUNDS (3), BURST (4), SEGMENT (2s), ROW_MARKERS (8),
 #   PRIORITY (1: the server at nice -20, see below), HLSMARK_BIN (target/release/hlsmark, built if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +65,7 @@ cat >"$dir/client.py" <<'PY'
 import random, re, statistics, sys, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 port, n, rounds, burst = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ROW_MARKERS = int(sys.argv[5])
 base = f"http://127.0.0.1:{port}"
 def get(path):
     t0 = time.perf_counter()
@@ -122,13 +125,49 @@ for key, name in (("cold", "thumbnail cold"), ("early", "  first quarter of a se
                   ("warm", "thumbnail warm"), ("burst", f"thumbnail cold, {burst} at once")):
     p50 = statistics.median(r[0] for r in rows[key]); p99 = statistics.median(r[1] for r in rows[key])
     print(f"{name:<30} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
+# Marker rows as a page opened after them loads them (a viewer coming back to the stream, a second
+# viewer): ROW_MARKERS new markers come through the live feed (SSE) while the seek-bar track has
+# been asked for (above: the stream's tiler runs, and makes the row thumbnails of new markers as
+# their segments are published); 3 s after the last one, every row thumbnail (width=160, the
+# page's) is asked for, one at a time. A hit was made ahead; without it each would be cold.
+import json
+def rows_phase(count, limit_s):
+    ids, deadline = [], time.time() + limit_s
+    try:
+        feed = urllib.request.urlopen(base + "/markers/live?stream=live", timeout=limit_s)
+        for raw in feed:
+            line = raw.decode().strip()
+            if line.startswith("data:"):
+                m = json.loads(line[5:])
+                if isinstance(m, dict) and m.get("id"):
+                    ids.append(m["id"])
+            if len(ids) >= count or time.time() > deadline:
+                break
+    except Exception as e:
+        print(f"# marker feed: {e}")
+    time.sleep(3)
+    out = []
+    for mid in ids:
+        try:
+            out.append(get(f"/markers/{mid}/thumbnail.jpg?width=160"))
+        except urllib.error.HTTPError as e:
+            print(f"# marker {mid}: HTTP {e.code}")
+    return out
+if ROW_MARKERS > 0:
+    got = rows_phase(ROW_MARKERS, ROW_MARKERS * 30)
+    if got:
+        print(line("marker row (160 px), later", [g[0] for g in got],
+                   f"({sum(g[1] == 'hit' for g in got)} of {len(got)} made ahead)"))
 tiles, hits, tbytes = [], 0, []
 for a, b, s in cues[:-1]:
     ms, cache, size, _ = get(f"/thumbs/live/{s}.jpg")
     tiles.append(ms); hits += cache == "hit"; tbytes.append(size)
 print(line("seek-bar tile", tiles, f"({hits} of {len(tiles)} made before asked, {sum(tbytes) // len(tbytes)} B each)"))
 PY
-setsid "${NICE[@]}" python3 "$dir/client.py" "$port" "$N" "$ROUNDS" "$BURST" &
+# Marker rows only where there are markers (the generator's events; a camera has none).
+rows=${ROW_MARKERS:-8}
+[[ ${BENCH_SOURCE:-generator} == generator ]] || rows=0
+setsid "${NICE[@]}" python3 "$dir/client.py" "$port" "$N" "$ROUNDS" "$BURST" "$rows" &
 cpid=$!
 boost "$cpid"
 wait "$cpid"
