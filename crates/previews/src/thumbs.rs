@@ -104,12 +104,16 @@ pub struct Thumbnails {
 struct Making<'a> {
     owner: &'a Thumbnails,
     key: ThumbKey,
+    /// This one's entry in the map (another maker of the same key may have replaced it).
+    mine: tokio::sync::watch::Receiver<()>,
     _done: tokio::sync::watch::Sender<()>,
 }
 
 impl Drop for Making<'_> {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.owner.making.lock() {
+        if let Ok(mut m) = self.owner.making.lock()
+            && m.get(&self.key).is_some_and(|r| r.same_channel(&self.mine))
+        {
             m.remove(&self.key);
         }
     }
@@ -376,14 +380,26 @@ impl Thumbnails {
             // The first request (or the pool ran dry): one of these is taken below.
             self.warm_up();
         }
-        let _turn = tokio::time::timeout(QUEUE_WAIT, self.turns.acquire())
+        let mut turn = tokio::time::timeout(QUEUE_WAIT, self.turns.acquire())
             .await
             .map_err(|_| PreviewError::Busy)?
             .map_err(|_| PreviewError::Busy)?;
-        // Another request may have made it while this one waited.
+        // Another request may have made it, or begun to, while this one waited for its turn.
         if let Some(jpeg) = self.lookup(&key) {
             return Ok(Thumb { jpeg, cached: true });
         }
+        if let Some(mut done) = self.being_made(&key) {
+            drop(turn);
+            let _ = tokio::time::timeout(EXTRACT_TIMEOUT, done.changed()).await;
+            if let Some(jpeg) = self.lookup(&key) {
+                return Ok(Thumb { jpeg, cached: true });
+            }
+            turn = tokio::time::timeout(QUEUE_WAIT, self.turns.acquire())
+                .await
+                .map_err(|_| PreviewError::Busy)?
+                .map_err(|_| PreviewError::Busy)?;
+        }
+        let _turn = turn;
         let _making = self.making(&key);
         let made = self.extract(&key, init, segment).await;
         // The next spare starts now that this decode is done (not during it, on a core it needs).
@@ -459,11 +475,12 @@ impl Thumbnails {
     fn making(&self, key: &ThumbKey) -> Making<'_> {
         let (done, waiting) = tokio::sync::watch::channel(());
         if let Ok(mut m) = self.making.lock() {
-            m.insert(key.clone(), waiting);
+            m.insert(key.clone(), waiting.clone());
         }
         Making {
             owner: self,
             key: key.clone(),
+            mine: waiting,
             _done: done,
         }
     }

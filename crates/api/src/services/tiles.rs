@@ -187,8 +187,9 @@ async fn pass(
 
 /// Row thumbnails of the newest markers in the newest [`MAX_BEHIND`] published segments, made
 /// ahead so the page's marker rows find them cached: once per published segment, at most
-/// [`MARKER_THUMBS`] a pass, and only while no request is decoding one (a request never waits
-/// for this work; what is not made here is made when asked for).
+/// [`MARKER_THUMBS`] each time, and only while no request is decoding one (a request never waits
+/// for this work; what is not made here is made when asked for). Refused for a busy turn, the
+/// segment's look is tried again at the next pass (the next part or segment published).
 async fn marker_thumbs(
     state: &AppState,
     stream: &StreamName,
@@ -226,8 +227,9 @@ async fn marker_thumbs(
         .collect();
     for m in todo {
         if made == MARKER_THUMBS {
-            // The rest next time (the pass after the next segment).
-            return;
+            // Enough for this segment: the rest are made when asked for (or, while they stay
+            // among the newest, after the next segment).
+            break;
         }
         let width = Some(ROW_THUMB_WIDTH);
         match frame_thumb(state, stream, clocks, m.hls, width, Turn::IfFree).await {
