@@ -91,11 +91,36 @@ impl RedisServer {
             appendonly,
             dir,
         };
+        // A port found free can be taken by another test before redis-server binds it: one that
+        // exits at start is started again on another free port, up to three times.
+        for _ in 0..2 {
+            if s.try_spawn() {
+                return s;
+            }
+            s.stop_child();
+            s.port = free_port();
+        }
         s.spawn();
         s
     }
 
+    fn stop_child(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "redis-server did not start on port {}",
+            self.port
+        );
+    }
+
+    /// Starts redis-server on `self.port`; `false` when it exited or did not listen within 10 s.
+    fn try_spawn(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -116,11 +141,18 @@ impl RedisServer {
         }
         let child = cmd.spawn().expect("spawn redis-server");
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(10)),
-            "redis-server did not start on port {}",
-            self.port
-        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && !matches!(c.try_wait(), Ok(None))
+            {
+                return false;
+            }
+            if wait_for_port(self.port, Duration::from_millis(50)) {
+                return true;
+            }
+        }
+        false
     }
 
     pub fn port(&self) -> u16 {

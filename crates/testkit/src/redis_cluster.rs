@@ -53,7 +53,40 @@ fn cli(port: u16, args: &[&str]) -> Option<String> {
 }
 
 impl Node {
+    /// A new node on free ports, started. A port found free can be taken by another test before
+    /// redis-server binds it (its data port or its bus port): a node that exits at start is
+    /// started again on other free ports, up to three times.
+    fn start_new(dir: PathBuf, durable: bool) -> Self {
+        let mut last = 0;
+        for _ in 0..3 {
+            let mut node = Node {
+                port: free_port(),
+                bus_port: free_port(),
+                dir: dir.clone(),
+                child: None,
+                durable,
+            };
+            if node.try_spawn() {
+                return node;
+            }
+            last = node.port;
+            node.kill();
+            let _ = std::fs::remove_file(dir.join("nodes.conf"));
+        }
+        panic!("cluster node did not start (3 tries; last on port {last})");
+    }
+
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "cluster node did not start on port {}",
+            self.port
+        );
+    }
+
+    /// Starts redis-server on this node's ports; `false` when it exited or did not listen within
+    /// 10 s.
+    fn try_spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--cluster-port", &self.bus_port.to_string()])
@@ -73,11 +106,19 @@ impl Node {
             .spawn()
             .expect("spawn redis-server (cluster node)");
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(10)),
-            "cluster node did not start on port {}",
-            self.port
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && !matches!(c.try_wait(), Ok(None))
+            {
+                // Exited (a port taken meanwhile).
+                return false;
+            }
+            if wait_for_port(self.port, Duration::from_millis(50)) {
+                return true;
+            }
+        }
+        false
     }
 
     fn kill(&mut self) {
@@ -108,15 +149,7 @@ impl RedisCluster {
         for i in 0..6 {
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
-            let mut node = Node {
-                port: free_port(),
-                bus_port: free_port(),
-                dir: node_dir,
-                child: None,
-                durable,
-            };
-            node.spawn();
-            nodes.push(node);
+            nodes.push(Node::start_new(node_dir, durable));
         }
         let addrs: Vec<String> = nodes
             .iter()
@@ -149,15 +182,9 @@ impl RedisCluster {
         require_program("redis-server");
         require_program("redis-cli");
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut node = Node {
-            port: free_port(),
-            bus_port: free_port(),
-            dir: dir.path().join("node0"),
-            child: None,
-            durable: true,
-        };
-        std::fs::create_dir_all(&node.dir).expect("node dir");
-        node.spawn();
+        let node_dir = dir.path().join("node0");
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        let node = Node::start_new(node_dir, true);
         let port = node.port;
         let cluster = Self {
             nodes: vec![node],
