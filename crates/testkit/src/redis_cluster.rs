@@ -335,6 +335,14 @@ impl RedisCluster {
     }
 }
 
+/// A node is stopped with its value too: a cluster whose start failed half-way (a panic before
+/// the `RedisCluster` exists) leaves no redis-server behind.
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for n in &mut self.nodes {
