@@ -874,10 +874,9 @@ mod tests {
         );
     }
 
-    /// A real ffmpeg: the spare's picture is the plain run's, and the cache API uses spares
-    /// (started ahead outside any runtime, used from another) and tops the pool up after.
-    #[test]
-    fn a_picture_being_made_is_waited_for_not_made_twice_and_work_ahead_yields() {
+    /// One second of 320x180 testsrc as one fragmented MP4 (init and media in one file, read
+    /// as the init section with an empty segment after it), in a temp dir kept by the caller.
+    fn one_second_clip() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("v.mp4");
         let empty = dir.path().join("e.m4s");
@@ -891,6 +890,12 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
+        (dir, file, empty)
+    }
+
+    #[test]
+    fn a_picture_being_made_is_waited_for_not_made_twice_and_work_ahead_yields() {
+        let (_dir, file, empty) = one_second_clip();
         let t = Thumbnails::new("ffmpeg".into(), 16, 1 << 20);
         let key = |index| ThumbKey {
             stream: "s".into(),
@@ -935,21 +940,11 @@ mod tests {
         });
     }
 
+    /// A real ffmpeg: the spare's picture is the plain run's, and the cache API uses spares
+    /// (started ahead outside any runtime, used from another) and tops the pool up after.
     #[test]
     fn a_spare_ffmpeg_gives_the_picture_of_a_plain_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("v.mp4");
-        let empty = dir.path().join("e.m4s");
-        std::fs::write(&empty, b"").unwrap();
-        let made = std::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
-            .args(["-i", "testsrc=size=320x180:rate=30", "-frames:v", "30"])
-            .args(["-c:v", "libx264", "-g", "30", "-f", "mp4"])
-            .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
-            .arg(&file)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let (_dir, file, empty) = one_second_clip();
         let ffmpeg = Path::new("ffmpeg");
         let t = Thumbnails::new("ffmpeg".into(), 16, 1 << 20);
         t.warm_up();

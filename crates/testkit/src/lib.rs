@@ -65,6 +65,21 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// Waits until `child` listens on `port` (`true`), or exits (`false`: a port taken by another
+/// test meanwhile, say), or `timeout` passes (`false`).
+pub(crate) fn listens_while_alive(child: &mut Child, port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        if wait_for_port(port, Duration::from_millis(50)) {
+            return true;
+        }
+    }
+    false
+}
+
 /// A real `redis-server` on its own port and temp dir, stopped when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
@@ -139,20 +154,8 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        let child = cmd.spawn().expect("spawn redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut()
-                && !matches!(c.try_wait(), Ok(None))
-            {
-                return false;
-            }
-            if wait_for_port(self.port, Duration::from_millis(50)) {
-                return true;
-            }
-        }
-        false
+        let child = self.child.insert(cmd.spawn().expect("spawn redis-server"));
+        listens_while_alive(child, self.port, Duration::from_secs(10))
     }
 
     pub fn port(&self) -> u16 {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, require_program, wait_for_port};
+use crate::{free_port, listens_while_alive, require_program};
 
 /// Milliseconds after which the cluster considers a silent node failed (and promotes its replica).
 pub const NODE_TIMEOUT_MS: u64 = 1000;
@@ -105,20 +105,8 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server (cluster node)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut()
-                && !matches!(c.try_wait(), Ok(None))
-            {
-                // Exited (a port taken meanwhile).
-                return false;
-            }
-            if wait_for_port(self.port, Duration::from_millis(50)) {
-                return true;
-            }
-        }
-        false
+        let child = self.child.insert(child);
+        listens_while_alive(child, self.port, Duration::from_secs(10))
     }
 
     fn kill(&mut self) {
