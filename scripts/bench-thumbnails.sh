@@ -13,6 +13,7 @@
 #     with CABAC and deblocking as cameras encode, a keyframe every SEGMENT; looped and copied,
 #     as `--source rtsp://...` with the default --video copy would be)
 #   BENCH_SECONDS (60), BENCH_N (60), ROUNDS (3), BURST (4), SEGMENT (2s), ROW_MARKERS (8),
+#   GAP_MS (0: each cold request right after the previous pair; a person clicking leaves gaps),
 #   PRIORITY (1: the server at nice -20, see below), HLSMARK_BIN (target/release/hlsmark, built if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +67,7 @@ import random, re, statistics, sys, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 port, n, rounds, burst = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ROW_MARKERS = int(sys.argv[5])
+GAP = float(sys.argv[6]) / 1000
 base = f"http://127.0.0.1:{port}"
 def get(path):
     t0 = time.perf_counter()
@@ -100,6 +102,7 @@ for k in range(rounds):
     cold, warm, sizes, by_index = [], [], [], []
     for _ in range(n):
         path = fresh()
+        time.sleep(GAP)
         ms, cache, size, index = get(path)
         if cache == "miss":
             cold.append(ms); sizes.append(size); by_index.append((index, ms))
@@ -167,7 +170,7 @@ PY
 # Marker rows only where there are markers (the generator's events; a camera has none).
 rows=${ROW_MARKERS:-8}
 [[ ${BENCH_SOURCE:-generator} == generator ]] || rows=0
-setsid "${NICE[@]}" python3 "$dir/client.py" "$port" "$N" "$ROUNDS" "$BURST" "$rows" &
+setsid "${NICE[@]}" python3 "$dir/client.py" "$port" "$N" "$ROUNDS" "$BURST" "$rows" "${GAP_MS:-0}" &
 cpid=$!
 boost "$cpid"
 wait "$cpid"

@@ -20,6 +20,7 @@
 //! the last is the last frame that starts before `to`; the clip lasts until that frame ends (the
 //! next frame's time, or the segment's end), so its duration is a whole number of frames.
 
+mod picture;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ use mp4_atom::{
     Stss, Stsz, StszSamples, Stts, SttsEntry,
 };
 
+pub use picture::{PictureInput, picture};
 pub use scan::{LocalFile, ReadAt, Run};
 
 use crate::boxes;

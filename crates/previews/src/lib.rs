@@ -49,6 +49,12 @@ pub enum PreviewError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading {path:?}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("ffmpeg could not make the thumbnail: {0}")]
     Ffmpeg(String),
     #[error("ffmpeg found no frame {index} in {segment:?}")]

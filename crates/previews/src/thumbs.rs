@@ -8,10 +8,15 @@
 //! started ahead ("spares"), blocked reading their input from stdin, in a pool of the
 //! [`Thumbnails`] (any thread may use any of them: they are plain processes, their pipes are
 //! handed to the runtime of the request that takes one). A request writes its filter into the
-//! spare's `-filter_script` file (read only once the input is open) and pipes the init section and
-//! segment in; the pool is topped up after the picture is made, so the next ffmpeg's start does
-//! not compete with this decode for a core. Without a spare, or if the spare fails, ffmpeg is run
+//! spare's `-filter_script` file (read only once the input is open) and pipes the frame's input
+//! in; the pool is topped up after the picture is made, so the next ffmpeg's start does not
+//! compete with this decode for a core. Without a spare, or if the spare fails, ffmpeg is run
 //! as before.
+//!
+//! The input is not the whole segment but the fewest samples that decode the frame
+//! ([`decoder_input`], [`hlsmark_media::clip::picture`]): from the nearest keyframe, without the
+//! pictures nothing refers to (a camera's B-frames: about half of a GOP), nothing after the
+//! frame; the same picture (a test compares it with the whole segment's).
 //!
 //! Also the timeline's tiles: one small picture per segment (its first frame, which is always a
 //! keyframe: segments are cut at keyframes), decoded with `-skip_frame nokey` so only that one
@@ -206,18 +211,18 @@ impl Thumbnails {
         if self.no_spares.load(Ordering::Relaxed) {
             return;
         }
-        let want = SPARES.saturating_sub(self.spares.lock().map_or(SPARES, |s| s.len()));
+        let want = SPARES.saturating_sub(self.spares.lock().map_or(SPARES, |p| p.len()));
         // Started outside the lock: a fork and exec each.
         let started: Vec<Spare> = (0..want).map_while(|_| start_spare(&self.ffmpeg)).collect();
-        if let Ok(mut s) = self.spares.lock() {
-            s.extend(started);
-            s.truncate(SPARES);
+        if let Ok(mut pool) = self.spares.lock() {
+            pool.extend(started);
+            pool.truncate(SPARES);
         }
     }
 
     /// Spares waiting now (tests, diagnostics).
     pub fn spares_waiting(&self) -> usize {
-        self.spares.lock().map_or(0, |s| s.len())
+        self.spares.lock().map_or(0, |p| p.len())
     }
 
     /// The oldest spare that still waits, if any (the oldest: the most likely to have finished
@@ -259,7 +264,7 @@ impl Thumbnails {
         let out = run_ffmpeg(
             &self.ffmpeg,
             tiles_args(init, &paths, false),
-            init,
+            Input::Concat(init),
             first,
             0,
         )
@@ -344,7 +349,14 @@ impl Thumbnails {
         if let Some(jpeg) = lookup(&key) {
             return Ok(Thumb { jpeg, cached: true });
         }
-        let jpeg = run_ffmpeg(&self.ffmpeg, tile_args(init, segment), init, segment, 0).await?;
+        let jpeg = run_ffmpeg(
+            &self.ffmpeg,
+            tile_args(init, segment),
+            Input::Concat(init),
+            segment,
+            0,
+        )
+        .await?;
         if let Ok(mut c) = self.tiles.lock() {
             c.insert(key, jpeg.clone(), TILE_MAX_ENTRIES, TILE_MAX_BYTES);
         }
@@ -430,8 +442,10 @@ impl Thumbnails {
         }
         let _turn = self.turns.try_acquire().map_err(|_| PreviewError::Busy)?;
         let _making = self.making(&key);
-        let args = extract_args(init, segment, key.index, key.width);
-        let jpeg = run_ffmpeg_niced(&self.ffmpeg, args, Some(init), segment, key.index).await?;
+        let (input, index) = read_input(init, segment, key.index).await?;
+        let args = extract_args(index, key.width);
+        let jpeg =
+            run_ffmpeg_niced(&self.ffmpeg, args, Input::Stdin(input), segment, key.index).await?;
         self.made_ahead.fetch_add(1, Ordering::Relaxed);
         self.insert(key, jpeg.clone());
         Ok(Thumb {
@@ -459,8 +473,8 @@ impl Thumbnails {
             tracing::info!(
                 "thumbnails: ffmpeg started ahead failed where a plain run worked; not used any more"
             );
-            if let Ok(mut s) = self.spares.lock() {
-                s.clear();
+            if let Ok(mut pool) = self.spares.lock() {
+                pool.clear();
             }
         }
         Ok(jpeg)
@@ -558,12 +572,54 @@ fn extract_filter(index: usize, width: Option<u32>) -> String {
     filter
 }
 
-/// The ffmpeg arguments of one extraction (kept in one place; see the test).
-pub fn extract_args(init: &Path, segment: &Path, index: usize, width: Option<u32>) -> Vec<String> {
-    let input = format!("concat:{}|{}", init.display(), segment.display());
+/// The ffmpeg arguments of one extraction from its input on stdin (kept in one place; see the
+/// test): frame `index` of the input ([`decoder_input`]).
+pub fn extract_args(index: usize, width: Option<u32>) -> Vec<String> {
     let filter = extract_filter(index, width);
-    let input_and_filter = ["-i", &input, "-an", "-vf", &filter];
-    jpeg_command(&input_and_filter)
+    jpeg_command(&["-f", "mp4", "-i", "pipe:0", "-an", "-vf", &filter])
+}
+
+/// What ffmpeg is fed for frame `index` of `init` + `segment`, and the frame's place in it: the
+/// fewest samples that decode the frame ([`hlsmark_media::clip::picture`]: from the nearest
+/// keyframe, without the pictures nothing refers to, nothing after it), else (a segment that
+/// cannot be read so) the init section and the whole segment.
+pub fn decoder_input(
+    init: &Path,
+    segment: &Path,
+    index: usize,
+) -> std::io::Result<(Vec<u8>, usize)> {
+    use std::io::Read as _;
+    let mut init_bytes = std::fs::read(init)?;
+    let mut seg = Vec::new();
+    std::fs::File::open(segment)?.read_to_end(&mut seg)?;
+    let seg = Bytes::from(seg);
+    let made = hlsmark_media::clip::ClipInit::parse(Bytes::from(init_bytes.clone()))
+        .and_then(|clip| hlsmark_media::clip::picture(&clip, &seg, index));
+    match made {
+        Ok(p) => Ok((p.file, p.index)),
+        Err(e) => {
+            tracing::debug!(error = %e, segment = %segment.display(), "thumbnail: decoding the whole segment");
+            init_bytes.extend_from_slice(&seg);
+            Ok((init_bytes, index))
+        }
+    }
+}
+
+/// [`decoder_input`] on the blocking pool.
+async fn read_input(
+    init: &Path,
+    segment: &Path,
+    index: usize,
+) -> Result<(Vec<u8>, usize), PreviewError> {
+    let (init_path, segment_path) = (init.to_owned(), segment.to_owned());
+    tokio::task::spawn_blocking(move || decoder_input(&init_path, &segment_path, index))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|source| PreviewError::Read {
+            path: segment.to_owned(),
+            source,
+        })
 }
 
 /// One ffmpeg that decodes one frame of its input to a JPEG on stdout: the same quiet, two-thread
@@ -614,8 +670,15 @@ pub async fn extract(
     index: usize,
     width: Option<u32>,
 ) -> Result<Bytes, PreviewError> {
-    let args = extract_args(init, segment, index, width);
-    run_ffmpeg(ffmpeg, args, Some(init), segment, index).await
+    let (input, at) = read_input(init, segment, index).await?;
+    run_ffmpeg(
+        ffmpeg,
+        extract_args(at, width),
+        Input::Stdin(input),
+        segment,
+        index,
+    )
+    .await
 }
 
 /// The arguments of a spare: the input from stdin, the filter from `script` (ffmpeg reads it when
@@ -698,20 +761,22 @@ async fn extract_warm(
         source,
     };
     let missing = || io(std::io::Error::other("a spare ffmpeg without its pipes"));
-    // The filter and the two reads in one trip to the blocking pool: on a busy machine every
-    // hop between threads is a wake-up that waits for a core.
-    let (script, filter) = (spare.script.0.clone(), extract_filter(index, width));
+    // The reads and the filter in one trip to the blocking pool: on a busy machine every hop
+    // between threads is a wake-up that waits for a core.
+    let script = spare.script.0.clone();
     let (init_path, segment_path) = (init.to_owned(), segment.to_owned());
     let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        use std::io::Read as _;
-        std::fs::write(&script, filter)?;
-        let mut data = std::fs::read(&init_path)?;
-        std::fs::File::open(&segment_path)?.read_to_end(&mut data)?;
+        let (data, at) = decoder_input(&init_path, &segment_path, index)?;
+        std::fs::write(&script, extract_filter(at, width))?;
         Ok(data)
     })
     .await
-    .map_err(|e| io(std::io::Error::other(e)))?
-    .map_err(io)?;
+    .map_err(std::io::Error::other)
+    .and_then(|r| r)
+    .map_err(|source| PreviewError::Read {
+        path: segment.to_owned(),
+        source,
+    })?;
     // The pipes join this request's runtime; the process stays a std one (reaped below).
     let stdin = spare.child.stdin.take().ok_or_else(missing)?;
     let mut stdin = tokio::process::ChildStdin::from_std(stdin).map_err(io)?;
@@ -778,7 +843,7 @@ async fn extract_warm(
 async fn run_ffmpeg_niced(
     ffmpeg: &Path,
     args: Vec<String>,
-    init: Option<&Path>,
+    input: Input<'_>,
     segment: &Path,
     index: usize,
 ) -> Result<Bytes, PreviewError> {
@@ -788,35 +853,56 @@ async fn run_ffmpeg_niced(
         ffmpeg.display().to_string(),
     ];
     niced.extend(args.iter().cloned());
-    match run_ffmpeg(Path::new("nice"), niced, init, segment, index).await {
+    let again = input.clone();
+    match run_ffmpeg(Path::new("nice"), niced, input, segment, index).await {
         Err(PreviewError::Spawn { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
-            run_ffmpeg(ffmpeg, args, init, segment, index).await
+            run_ffmpeg(ffmpeg, args, again, segment, index).await
         }
         made => made,
     }
+}
+
+/// What one ffmpeg run reads.
+#[derive(Debug, Clone)]
+enum Input<'a> {
+    /// The init section (if any) and `segment`, named in the arguments (ffmpeg's `concat:`).
+    Concat(Option<&'a Path>),
+    /// These bytes on its stdin.
+    Stdin(Vec<u8>),
 }
 
 /// Runs one picture's ffmpeg and checks that a JPEG came out.
 async fn run_ffmpeg(
     ffmpeg: &Path,
     args: Vec<String>,
-    init: Option<&Path>,
+    input: Input<'_>,
     segment: &Path,
     index: usize,
 ) -> Result<Bytes, PreviewError> {
-    for p in init.into_iter().chain([segment]) {
-        if p.to_string_lossy().contains('|') {
-            return Err(PreviewError::Ffmpeg(format!(
-                "{} has a '|' in its path (ffmpeg's concat: protocol cannot read it)",
-                p.display()
-            )));
+    use tokio::io::AsyncWriteExt as _;
+    if let Input::Concat(init) = input {
+        for p in init.into_iter().chain([segment]) {
+            if p.to_string_lossy().contains('|') {
+                return Err(PreviewError::Ffmpeg(format!(
+                    "{} has a '|' in its path (ffmpeg's concat: protocol cannot read it)",
+                    p.display()
+                )));
+            }
         }
     }
-    let child = tokio::process::Command::new(ffmpeg)
+    let data = match input {
+        Input::Stdin(data) => Some(data),
+        Input::Concat(_) => None,
+    };
+    let mut child = tokio::process::Command::new(ffmpeg)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if data.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -825,13 +911,23 @@ async fn run_ffmpeg(
             path: ffmpeg.to_owned(),
             source,
         })?;
-    let out = tokio::time::timeout(EXTRACT_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| PreviewError::Ffmpeg(format!("no picture within {EXTRACT_TIMEOUT:?}")))?
-        .map_err(|source| PreviewError::Spawn {
-            path: ffmpeg.to_owned(),
-            source,
-        })?;
+    // ffmpeg stops reading once it has its frame: a broken pipe is the normal end.
+    let stdin = child.stdin.take();
+    let feed = async move {
+        if let (Some(mut stdin), Some(data)) = (stdin, data) {
+            let _ = stdin.write_all(&data).await;
+        }
+    };
+    let out = tokio::time::timeout(EXTRACT_TIMEOUT, async {
+        let ((), out) = tokio::join!(feed, child.wait_with_output());
+        out
+    })
+    .await
+    .map_err(|_| PreviewError::Ffmpeg(format!("no picture within {EXTRACT_TIMEOUT:?}")))?
+    .map_err(|source| PreviewError::Spawn {
+        path: ffmpeg.to_owned(),
+        source,
+    })?;
     checked(out, index, segment)
 }
 
@@ -857,45 +953,92 @@ mod tests {
 
     #[test]
     fn args_select_the_frame_by_its_presentation_index_and_scale() {
-        let a = extract_args(
-            Path::new("/d/e1-init.mp4"),
-            Path::new("/d/e1-00000007.m4s"),
-            12,
-            Some(320),
-        );
+        let a = extract_args(12, Some(320));
         let at = |f: &str| a[a.iter().position(|x| x == f).unwrap() + 1].clone();
-        assert_eq!(at("-i"), "concat:/d/e1-init.mp4|/d/e1-00000007.m4s");
+        assert_eq!(at("-i"), "pipe:0");
+        assert_eq!(at("-f"), "mp4", "the input's format, before -i");
         assert_eq!(at("-vf"), "select=eq(n\\,12),scale=320:-2");
         assert_eq!(at("-frames:v"), "1");
-        let b = extract_args(Path::new("i"), Path::new("s"), 0, None);
+        let b = extract_args(0, None);
         assert_eq!(
             b[b.iter().position(|x| x == "-vf").unwrap() + 1],
             "select=eq(n\\,0)"
         );
     }
 
-    /// One second of 320x180 testsrc as one fragmented MP4 (init and media in one file, read
-    /// as the init section with an empty segment after it), in a temp dir kept by the caller.
+    /// One second of 320x180 testsrc (libx264's defaults: B-frames, some never referred to)
+    /// as an init section and one segment of parts, as the ingest stores them, in a temp dir
+    /// kept by the caller.
     fn one_second_clip() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("v.mp4");
-        let empty = dir.path().join("e.m4s");
-        std::fs::write(&empty, b"").unwrap();
         let made = std::process::Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
             .args(["-i", "testsrc=size=320x180:rate=30", "-frames:v", "30"])
             .args(["-c:v", "libx264", "-g", "30", "-f", "mp4"])
             .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+            .args(["-frag_duration", "200000"])
             .arg(&file)
             .status()
             .unwrap();
         assert!(made.success());
-        (dir, file, empty)
+        let all = std::fs::read(&file).unwrap();
+        let (_, at, len) = hlsmark_media::boxes::children(&all)
+            .find(|(h, _, _)| h.kind.to_string() == "moov")
+            .unwrap();
+        let (init, segment) = (dir.path().join("init.mp4"), dir.path().join("s.m4s"));
+        std::fs::write(&init, &all[..at + len]).unwrap();
+        std::fs::write(&segment, &all[at + len..]).unwrap();
+        (dir, init, segment)
+    }
+
+    /// The picture from the fewest samples is the picture from the whole segment, and fewer
+    /// samples are decoded for it.
+    #[test]
+    fn a_frame_decoded_from_its_samples_alone_is_the_frame_of_the_whole_segment() {
+        let (_dir, init, segment) = one_second_clip();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let whole = [
+            std::fs::read(&init).unwrap(),
+            std::fs::read(&segment).unwrap(),
+        ]
+        .concat();
+        let mut fewer = 0;
+        for index in [0, 1, 7, 16, 28, 29] {
+            let (input, at) = decoder_input(&init, &segment, index).unwrap();
+            fewer += usize::from(input.len() < whole.len() - 1_000);
+            rt.block_on(async {
+                let ffmpeg = Path::new("ffmpeg");
+                let plain = run_ffmpeg(
+                    ffmpeg,
+                    extract_args(index, None),
+                    Input::Stdin(whole.clone()),
+                    &segment,
+                    index,
+                )
+                .await
+                .unwrap();
+                let trimmed = run_ffmpeg(
+                    ffmpeg,
+                    extract_args(at, None),
+                    Input::Stdin(input),
+                    &segment,
+                    index,
+                )
+                .await
+                .unwrap();
+                assert_eq!(plain, trimmed, "frame {index} (input index {at})");
+            });
+        }
+        assert!(fewer >= 5, "{fewer}");
     }
 
     #[test]
     fn a_picture_being_made_is_waited_for_not_made_twice_and_work_ahead_yields() {
-        let (_dir, file, empty) = one_second_clip();
+        let (_dir, init, segment) = one_second_clip();
         let t = Thumbnails::new("ffmpeg".into(), 16, 1 << 20);
         let key = |index| ThumbKey {
             stream: "s".into(),
@@ -911,7 +1054,10 @@ mod tests {
         rt.block_on(async {
             // Two requests for one frame at once (two turns free): one decode, the other waits
             // for its picture.
-            let (a, b) = tokio::join!(t.get(key(20), &file, &empty), t.get(key(20), &file, &empty));
+            let (a, b) = tokio::join!(
+                t.get(key(20), &init, &segment),
+                t.get(key(20), &init, &segment)
+            );
             let (a, b) = (a.unwrap(), b.unwrap());
             assert_eq!(a.jpeg, b.jpeg);
             assert_eq!(
@@ -921,22 +1067,22 @@ mod tests {
             );
             assert_eq!(t.made_ahead(), 0);
             // Work ahead while a request decodes: refused at once, nothing made.
-            let (req, ahead) = tokio::join!(t.get(key(25), &file, &empty), async {
+            let (req, ahead) = tokio::join!(t.get(key(25), &init, &segment), async {
                 tokio::task::yield_now().await;
-                t.get_if_free(key(26), &file, &empty).await
+                t.get_if_free(key(26), &init, &segment).await
             });
             assert!(!req.unwrap().cached);
             assert!(matches!(ahead, Err(PreviewError::Busy)), "{ahead:?}");
             // With no request decoding it is made (and a request then finds it cached); a
             // request for a picture being made ahead waits for it.
-            let (ahead, req) = tokio::join!(t.get_if_free(key(27), &file, &empty), async {
+            let (ahead, req) = tokio::join!(t.get_if_free(key(27), &init, &segment), async {
                 tokio::task::yield_now().await;
-                t.get(key(27), &file, &empty).await
+                t.get(key(27), &init, &segment).await
             });
             assert!(!ahead.unwrap().cached);
             assert!(req.unwrap().cached, "waited for the picture made ahead");
             assert_eq!(t.made_ahead(), 1);
-            assert!(t.get(key(27), &file, &empty).await.unwrap().cached);
+            assert!(t.get(key(27), &init, &segment).await.unwrap().cached);
         });
     }
 
@@ -944,7 +1090,7 @@ mod tests {
     /// (started ahead outside any runtime, used from another) and tops the pool up after.
     #[test]
     fn a_spare_ffmpeg_gives_the_picture_of_a_plain_run() {
-        let (_dir, file, empty) = one_second_clip();
+        let (_dir, init, segment) = one_second_clip();
         let ffmpeg = Path::new("ffmpeg");
         let t = Thumbnails::new("ffmpeg".into(), 16, 1 << 20);
         t.warm_up();
@@ -956,10 +1102,12 @@ mod tests {
                 .unwrap()
         };
         rt().block_on(async {
-            let cold = extract(ffmpeg, &file, &empty, 17, Some(160)).await.unwrap();
+            let cold = extract(ffmpeg, &init, &segment, 17, Some(160))
+                .await
+                .unwrap();
             let spare = start_spare(ffmpeg).unwrap();
             let script = spare.script.0.clone();
-            let warm = extract_warm(spare, ffmpeg, &file, &empty, 17, Some(160))
+            let warm = extract_warm(spare, ffmpeg, &init, &segment, 17, Some(160))
                 .await
                 .unwrap();
             assert_eq!(crate::jpeg::dimensions(&warm), Some((160, 90)));
@@ -970,7 +1118,9 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             assert!(!script.exists(), "the filter file goes with its spare");
-            let other = extract(ffmpeg, &file, &empty, 18, Some(160)).await.unwrap();
+            let other = extract(ffmpeg, &init, &segment, 18, Some(160))
+                .await
+                .unwrap();
             assert_ne!(cold, other, "another frame is another picture");
             let key = |index| ThumbKey {
                 stream: "s".into(),
@@ -979,13 +1129,13 @@ mod tests {
                 index,
                 width: Some(160),
             };
-            assert_eq!(t.get(key(17), &file, &empty).await.unwrap().jpeg, cold);
+            assert_eq!(t.get(key(17), &init, &segment).await.unwrap().jpeg, cold);
             assert_eq!(t.spares_waiting(), SPARES, "topped up after the picture");
             // Another runtime (another actix worker) takes spares started in the first.
             std::thread::scope(|s| {
                 s.spawn(|| {
                     rt().block_on(async {
-                        assert_eq!(t.get(key(18), &file, &empty).await.unwrap().jpeg, other);
+                        assert_eq!(t.get(key(18), &init, &segment).await.unwrap().jpeg, other);
                     });
                 });
             });

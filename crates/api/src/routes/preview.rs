@@ -71,6 +71,10 @@ pub(crate) fn preview_error(e: PreviewError) -> ApiError {
             format!("{e}; retry later"),
         ),
         PreviewError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+        // Retention removed the segment while its picture was being made.
+        PreviewError::Read { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            ApiError::not_found("no_frame", format!("{e}: the segment left the retention"))
+        }
         other => {
             let mut msg = other.to_string();
             let mut src = std::error::Error::source(&other);

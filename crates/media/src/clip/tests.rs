@@ -241,3 +241,55 @@ fn a_range_before_the_media_starts_at_its_first_frame_and_an_empty_one_is_refuse
     let e = init.scan(&[&cut as &dyn ReadAt]).unwrap_err();
     assert!(matches!(e, ClipError::Invalid(_)), "{e}");
 }
+
+/// A frame's input for a decoder ([`picture`]) decodes to exactly that frame of the segment,
+/// for every frame of a segment of two GOPs with B-frames cut into parts as the ingest cuts them:
+/// from the nearer keyframe, without the pictures nothing refers to.
+#[test]
+fn a_pictures_input_decodes_to_that_frame_from_the_nearest_keyframe_without_unreferenced_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (init_bytes, frags, _) = source(dir.path());
+    let init = ClipInit::parse(init_bytes.clone()).unwrap();
+    // A segment from the second keyframe to the fourth: two GOPs of 25 frames, 10 fragments.
+    let starts: Vec<usize> = (0..frags.len())
+        .filter(|&i| {
+            let runs = init
+                .scan(&[&frags[i] as &dyn ReadAt])
+                .unwrap()
+                .pop()
+                .unwrap();
+            runs.iter()
+                .find(|r| r.track == 1)
+                .is_some_and(|r| r.samples[0].keyframe)
+        })
+        .collect();
+    assert!(starts.len() >= 4, "{starts:?}");
+    let segment = Bytes::from(frags[starts[1]..starts[3]].concat());
+    let whole = dir.path().join("whole.mp4");
+    std::fs::write(&whole, [&init_bytes[..], &segment[..]].concat()).unwrap();
+    let truth = frames(&whole);
+    assert_eq!(truth.len(), 50);
+    let mut skipped = 0;
+    for (i, want) in truth.iter().enumerate() {
+        let p = picture(&init, &segment, i).unwrap();
+        let path = dir.path().join(format!("p{i}.mp4"));
+        std::fs::write(&path, &p.file).unwrap();
+        let got = frames(&path);
+        assert_eq!(
+            got.len(),
+            p.samples,
+            "frame {i}: nothing decoded is discarded"
+        );
+        assert_eq!(got[p.index].1, want.1, "frame {i}: {p:?}");
+        if i >= 25 {
+            // From the second keyframe (a B-frame also needs the up to 2 frames after it).
+            assert!(
+                p.samples <= i - 25 + 3,
+                "frame {i} decodes from the second keyframe"
+            );
+        }
+        skipped += p.skipped;
+    }
+    assert!(skipped > 0, "the B-frames nothing refers to are left out");
+    assert!(picture(&init, &segment, 50).is_err());
+}
