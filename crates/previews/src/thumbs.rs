@@ -1,7 +1,7 @@
 //! Exact-frame thumbnails: the picture of frame `index` (presentation order, as in the segment's
 //! frame table) of a retained segment, decoded by ffmpeg from the epoch's init section and the
-//! segment, from the segment's keyframe to that frame, and kept in a bounded least-recently-used
-//! cache (segments never change).
+//! segment's samples from the keyframe before that frame to the frame, and kept in a bounded
+//! least-recently-used cache (segments never change).
 //!
 //! Most of a cold thumbnail's time was ffmpeg starting (loading its libraries: ~50-80 ms of CPU,
 //! more of wall time on a busy machine) rather than decoding. So [`SPARES`] ffmpegs are kept
