@@ -73,7 +73,10 @@ pub(crate) fn preview_error(e: PreviewError) -> ApiError {
         PreviewError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
         // Retention removed the segment while its picture was being made.
         PreviewError::Read { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            ApiError::not_found("no_frame", format!("{e}: the segment left the retention"))
+            ApiError::not_found(
+                "no_frame",
+                "the segment left the retention while its picture was being made",
+            )
         }
         other => {
             let mut msg = other.to_string();
@@ -548,4 +551,29 @@ pub fn metric_series(state: &AppState, text: &mut String) {
         text,
         "# HELP hlsmark_thumbnails_made_ahead_total Marker row thumbnails made before anyone asked (the seek bar's tiler).\n# TYPE hlsmark_thumbnails_made_ahead_total counter\nhlsmark_thumbnails_made_ahead_total {ahead}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment removed by retention while its picture was made is a 404 that names no server
+    /// path; another read failure stays a 500.
+    #[test]
+    fn a_segment_gone_while_its_picture_is_made_is_404_without_the_path() {
+        let gone = preview_error(PreviewError::Read {
+            path: "/data/hls/live/e1-00000007.m4s".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+        assert_eq!(
+            (gone.status, gone.code),
+            (StatusCode::NOT_FOUND, "no_frame")
+        );
+        assert!(!gone.message.contains("/data"), "{}", gone.message);
+        let denied = preview_error(PreviewError::Read {
+            path: "/x".into(),
+            source: std::io::ErrorKind::PermissionDenied.into(),
+        });
+        assert_eq!(denied.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }
