@@ -589,18 +589,17 @@ pub fn decoder_input(
     index: usize,
 ) -> std::io::Result<(Vec<u8>, usize)> {
     use std::io::Read as _;
-    let mut init_bytes = std::fs::read(init)?;
+    let init_bytes = Bytes::from(std::fs::read(init)?);
     let mut seg = Vec::new();
     std::fs::File::open(segment)?.read_to_end(&mut seg)?;
     let seg = Bytes::from(seg);
-    let made = hlsmark_media::clip::ClipInit::parse(Bytes::from(init_bytes.clone()))
+    let made = hlsmark_media::clip::ClipInit::parse(init_bytes.clone())
         .and_then(|clip| hlsmark_media::clip::picture(&clip, &seg, index));
     match made {
         Ok(p) => Ok((p.file, p.index)),
         Err(e) => {
             tracing::debug!(error = %e, segment = %segment.display(), "thumbnail: decoding the whole segment");
-            init_bytes.extend_from_slice(&seg);
-            Ok((init_bytes, index))
+            Ok(([&init_bytes[..], &seg[..]].concat(), index))
         }
     }
 }
@@ -612,7 +611,19 @@ async fn read_input(
     index: usize,
 ) -> Result<(Vec<u8>, usize), PreviewError> {
     let (init_path, segment_path) = (init.to_owned(), segment.to_owned());
-    tokio::task::spawn_blocking(move || decoder_input(&init_path, &segment_path, index))
+    read_blocking(segment, move || {
+        decoder_input(&init_path, &segment_path, index)
+    })
+    .await
+}
+
+/// `read` (the reads of `segment`'s picture) on the blocking pool; its failure is a
+/// [`PreviewError::Read`] of `segment`.
+async fn read_blocking<T: Send + 'static>(
+    segment: &Path,
+    read: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, PreviewError> {
+    tokio::task::spawn_blocking(read)
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r)
@@ -765,18 +776,12 @@ async fn extract_warm(
     // between threads is a wake-up that waits for a core.
     let script = spare.script.0.clone();
     let (init_path, segment_path) = (init.to_owned(), segment.to_owned());
-    let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+    let data = read_blocking(segment, move || {
         let (data, at) = decoder_input(&init_path, &segment_path, index)?;
         std::fs::write(&script, extract_filter(at, width))?;
         Ok(data)
     })
-    .await
-    .map_err(std::io::Error::other)
-    .and_then(|r| r)
-    .map_err(|source| PreviewError::Read {
-        path: segment.to_owned(),
-        source,
-    })?;
+    .await?;
     // The pipes join this request's runtime; the process stays a std one (reaped below).
     let stdin = spare.child.stdin.take().ok_or_else(missing)?;
     let mut stdin = tokio::process::ChildStdin::from_std(stdin).map_err(io)?;
