@@ -32,7 +32,10 @@ use mp4_atom::{
     Stss, Stsz, StszSamples, Stts, SttsEntry,
 };
 
-pub use picture::{PictureInput, picture};
+pub use picture::{
+    FEED_STEP, FEED_TARGET, FeedPicture, PictureInput, feed_filler, feed_init, feed_picture,
+    picture,
+};
 pub use scan::{LocalFile, ReadAt, Run};
 
 use crate::boxes;
@@ -554,10 +557,17 @@ fn moov(init: &ClipInit, tracks: &[OutTrack], base: u64, co64: bool) -> Result<V
         tkhd.in_movie = true;
         let mut mdhd = decoded.mdia.mdhd.clone();
         mdhd.duration = t.media_duration();
-        let elst = encoded(&Elst {
-            entries: t.edits.clone(),
-        })?;
-        let edts = container(b"edts", &[&elst]);
+        // No edit list for a track without one (a fragmented init of a decoder kept running).
+        let edts = if t.edits.is_empty() {
+            Vec::new()
+        } else {
+            container(
+                b"edts",
+                &[&encoded(&Elst {
+                    entries: t.edits.clone(),
+                })?],
+            )
+        };
         let raw_mdia = body_of(child(body_of(raw), b"mdia").unwrap_or_default());
         let hdlr = child(raw_mdia, b"hdlr").unwrap_or_default();
         let raw_minf = body_of(child(raw_mdia, b"minf").unwrap_or_default());

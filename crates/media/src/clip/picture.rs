@@ -18,7 +18,10 @@
 use bytes::Bytes;
 use mp4_atom::Codec;
 
-use super::{ClipError, ClipInit, OutTrack, ReadAt, edit, ftyp, moov, non_negative};
+use super::{
+    ClipError, ClipInit, OutTrack, ReadAt, body_of, container, edit, encoded, ftyp, moov,
+    non_negative,
+};
 use crate::fragment::Sample;
 use crate::init::TrackKind;
 
@@ -38,74 +41,28 @@ pub struct PictureInput {
 /// The input that decodes frame `index` (presentation order, as a frame table counts) of
 /// `segment`, a fragmented segment of `init`.
 pub fn picture(init: &ClipInit, segment: &Bytes, index: usize) -> Result<PictureInput, ClipError> {
-    let video = init
-        .tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Video)
-        .ok_or(ClipError::NoVideo)?;
-    let runs = init
-        .scan(&[segment as &dyn ReadAt])?
-        .pop()
-        .unwrap_or_default();
-    // Every video sample in decode order, with where its bytes are.
-    let mut vs: Vec<(Sample, usize)> = Vec::new();
-    for r in runs.iter().filter(|r| r.track == video.id) {
-        let mut at = usize::try_from(r.offset).map_err(|_| ClipError::invalid("an offset"))?;
-        for &s in &r.samples {
-            if vs.last().is_some_and(|(p, _)| s.dts <= p.dts) {
-                return Err(ClipError::invalid("decode times do not increase"));
-            }
-            vs.push((s, at));
-            at += s.size as usize;
-        }
-    }
-    if vs
-        .iter()
-        .any(|&(s, at)| at + s.size as usize > segment.len())
-    {
-        return Err(ClipError::invalid(
-            "a sample runs past the end of the segment",
-        ));
-    }
-    let mut by_pts: Vec<usize> = (0..vs.len()).collect();
-    by_pts.sort_by_key(|&i| vs[i].0.pts);
-    let &target = by_pts.get(index).ok_or_else(|| {
-        ClipError::invalid(format!(
-            "frame {index} asked of a segment of {} frames",
-            vs.len()
-        ))
-    })?;
-    let key = (0..=target)
-        .rev()
-        .find(|&i| vs[i].0.keyframe)
-        .ok_or_else(|| ClipError::invalid("no keyframe before the frame in its segment"))?;
-    let nal_length = nal_length_size(init, video.id);
-    let bytes_of = |i: usize| &segment[vs[i].1..vs[i].1 + vs[i].0.size as usize];
-    let kept: Vec<usize> = (key..=target)
-        .filter(|&i| {
-            i == key
-                || i == target
-                || !nal_length.is_some_and(|n| never_referred_to(bytes_of(i), n))
-        })
-        .collect();
-    let samples: Vec<Sample> = kept.iter().map(|&i| vs[i].0).collect();
+    let sel = Selection::new(init, segment, index)?;
+    let samples: Vec<Sample> = sel.kept.iter().map(|&i| sel.vs[i].0).collect();
     let first_pts = samples.iter().map(|s| s.pts).min().unwrap_or(0);
     let end_pts = samples
         .iter()
         .map(|s| s.pts + i64::from(s.duration.max(1)))
         .max()
         .unwrap_or(0);
-    let new_index = samples.iter().filter(|s| s.pts < vs[target].0.pts).count();
+    let new_index = samples
+        .iter()
+        .filter(|s| s.pts < sel.vs[sel.target].0.pts)
+        .count();
     let payload: usize = samples.iter().map(|s| s.size as usize).sum();
     let track = OutTrack {
-        id: video.id,
-        timescale: video.timescale,
+        id: sel.video.id,
+        timescale: sel.video.timescale,
         samples,
-        chunks: vec![(u32::try_from(kept.len()).unwrap_or(u32::MAX), 0)],
+        chunks: vec![(u32::try_from(sel.kept.len()).unwrap_or(u32::MAX), 0)],
         edits: vec![edit(
             non_negative(end_pts - first_pts, "the frames' span")?,
             Some(non_negative(
-                first_pts - vs[key].0.dts,
+                first_pts - sel.vs[sel.key].0.dts,
                 "the first frame's offset",
             )?),
         )],
@@ -122,14 +79,324 @@ pub fn picture(init: &ClipInit, segment: &Bytes, index: usize) -> Result<Picture
         .map_err(|_| ClipError::invalid("a picture's samples over 4 GiB"))?;
     file.extend_from_slice(&mdat_len.to_be_bytes());
     file.extend_from_slice(b"mdat");
-    for &i in &kept {
-        file.extend_from_slice(bytes_of(i));
+    for &i in &sel.kept {
+        file.extend_from_slice(sel.bytes_of(i));
     }
     Ok(PictureInput {
         file,
         index: new_index,
-        samples: kept.len(),
-        skipped: target - key + 1 - kept.len(),
+        samples: sel.kept.len(),
+        skipped: sel.target - sel.key + 1 - sel.kept.len(),
+    })
+}
+
+/// Which samples of a segment decode one frame.
+struct Selection<'a> {
+    video: &'a crate::init::Track,
+    segment: &'a Bytes,
+    /// Every video sample in decode order, with where its bytes are.
+    vs: Vec<(Sample, usize)>,
+    /// The frame asked for, its keyframe, and the samples kept from the one to the other.
+    target: usize,
+    key: usize,
+    kept: Vec<usize>,
+    /// `avcC`'s NAL length size (H.264 only).
+    nal_length: Option<usize>,
+}
+
+impl<'a> Selection<'a> {
+    fn new(init: &'a ClipInit, segment: &'a Bytes, index: usize) -> Result<Self, ClipError> {
+        let video = init
+            .tracks
+            .iter()
+            .find(|t| t.kind == TrackKind::Video)
+            .ok_or(ClipError::NoVideo)?;
+        let runs = init
+            .scan(&[segment as &dyn ReadAt])?
+            .pop()
+            .unwrap_or_default();
+        let mut vs: Vec<(Sample, usize)> = Vec::new();
+        for r in runs.iter().filter(|r| r.track == video.id) {
+            let mut at = usize::try_from(r.offset).map_err(|_| ClipError::invalid("an offset"))?;
+            for &s in &r.samples {
+                if vs.last().is_some_and(|(p, _)| s.dts <= p.dts) {
+                    return Err(ClipError::invalid("decode times do not increase"));
+                }
+                vs.push((s, at));
+                at += s.size as usize;
+            }
+        }
+        if vs
+            .iter()
+            .any(|&(s, at)| at + s.size as usize > segment.len())
+        {
+            return Err(ClipError::invalid(
+                "a sample runs past the end of the segment",
+            ));
+        }
+        let mut by_pts: Vec<usize> = (0..vs.len()).collect();
+        by_pts.sort_by_key(|&i| vs[i].0.pts);
+        let &target = by_pts.get(index).ok_or_else(|| {
+            ClipError::invalid(format!(
+                "frame {index} asked of a segment of {} frames",
+                vs.len()
+            ))
+        })?;
+        let key = (0..=target)
+            .rev()
+            .find(|&i| vs[i].0.keyframe)
+            .ok_or_else(|| ClipError::invalid("no keyframe before the frame in its segment"))?;
+        let nal_length = nal_length_size(init, video.id);
+        let mut sel = Self {
+            video,
+            segment,
+            vs,
+            target,
+            key,
+            kept: Vec::new(),
+            nal_length,
+        };
+        sel.kept = (key..=target)
+            .filter(|&i| {
+                i == key
+                    || i == target
+                    || !nal_length.is_some_and(|n| never_referred_to(sel.bytes_of(i), n))
+            })
+            .collect();
+        Ok(sel)
+    }
+
+    fn bytes_of(&self, i: usize) -> &'a [u8] {
+        let (s, at) = self.vs[i];
+        &self.segment[at..at + s.size as usize]
+    }
+}
+
+/// A decoder kept running is fed one picture after another as the fragments of one endless
+/// fragmented MP4 ([`feed_init`], then a [`feed_picture`] per picture), and the picture asked
+/// for is told from the others by its presentation time alone: it is the only one whose time is
+/// [`FEED_TARGET`] modulo [`FEED_STEP`] (ffmpeg: `select=eq(mod(pts\,4)\,1)` with `-copyts`).
+pub const FEED_STEP: u64 = 4;
+/// See [`FEED_STEP`].
+pub const FEED_TARGET: u64 = 1;
+
+/// One picture for a decoder kept running ([`FEED_STEP`]).
+#[derive(Debug, Clone)]
+pub struct FeedPicture {
+    /// `moof` + `mdat`: the samples from the keyframe to the frame (as [`picture`] keeps them),
+    /// then the fillers.
+    pub fragment: Vec<u8>,
+    /// The `tfdt` of the next picture's fragment (decode and presentation times only grow).
+    pub next_base: u64,
+    /// Samples of the picture (without fillers) and those left out (as [`PictureInput`]).
+    pub samples: usize,
+    pub skipped: usize,
+    /// The most pictures of the segment decoded before one they are shown after: how far a
+    /// decoder may hold pictures back to put them in order (its reorder delay, at least).
+    pub reorder: usize,
+    /// Fillers in the fragment (what `fillers` answered for `reorder`).
+    pub fillers: usize,
+    /// The video track and the keyframe's sample (for [`feed_filler`]).
+    pub track: u32,
+    pub keyframe: Bytes,
+}
+
+/// The init section of a decoder kept running: `ftyp`, and a `moov` with the video track's
+/// `stsd` copied from `init`, no samples and no edit list, and an `mvex`.
+pub fn feed_init(init: &ClipInit) -> Result<Vec<u8>, ClipError> {
+    let video = init
+        .tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video)
+        .ok_or(ClipError::NoVideo)?;
+    let track = OutTrack {
+        id: video.id,
+        timescale: video.timescale,
+        samples: Vec::new(),
+        chunks: Vec::new(),
+        edits: Vec::new(),
+    };
+    let moov_bytes = moov(init, std::slice::from_ref(&track), 0, false)?;
+    let trex = encoded(&mp4_atom::Trex {
+        track_id: video.id,
+        default_sample_description_index: 1,
+        ..Default::default()
+    })?;
+    let mvex = container(b"mvex", &[&trex]);
+    let mut file = ftyp();
+    file.extend_from_slice(&container(b"moov", &[body_of(&moov_bytes), &mvex]));
+    Ok(file)
+}
+
+/// The fragment that gives frame `index` of `segment` to a decoder kept running on
+/// [`feed_init`] of `init`: the samples [`picture`] keeps, then `fillers` copies of their
+/// keyframe, which push the frame out of a decoder that holds pictures back (to reorder them,
+/// or one per extra frame thread) and are never shown (see [`FEED_STEP`]). Decode times start at
+/// `base` and step by [`FEED_STEP`]; presentation times keep the frames' order, all after every
+/// decode time of the fragment, the frame's at [`FEED_TARGET`] modulo the step.
+///
+/// H.264 only, and only when the keyframe is an IDR picture (which starts afresh whatever was
+/// decoded before it); otherwise [`ClipError::Invalid`] and the caller decodes as [`picture`].
+pub fn feed_picture(
+    init: &ClipInit,
+    segment: &Bytes,
+    index: usize,
+    sequence: u32,
+    base: u64,
+    fillers: impl FnOnce(usize) -> usize,
+) -> Result<FeedPicture, ClipError> {
+    let sel = Selection::new(init, segment, index)?;
+    let n = sel
+        .nal_length
+        .ok_or_else(|| ClipError::invalid("not H.264"))?;
+    if !has_idr_slice(sel.bytes_of(sel.key), n) {
+        return Err(ClipError::invalid("its keyframe is not an IDR picture"));
+    }
+    let reorder = (0..sel.vs.len())
+        .map(|i| {
+            (0..i)
+                .filter(|&j| sel.vs[j].0.pts > sel.vs[i].0.pts)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let fillers = fillers(reorder);
+    let k = sel.kept.len() as u64;
+    let step = FEED_STEP;
+    let mut rank: Vec<usize> = (0..sel.kept.len()).collect();
+    rank.sort_by_key(|&j| sel.vs[sel.kept[j]].0.pts);
+    let mut shown_at = vec![0u64; sel.kept.len()];
+    for (r, &j) in rank.iter().enumerate() {
+        shown_at[j] = r as u64;
+    }
+    let key_bytes = sel.bytes_of(sel.key);
+    let flags = |key: bool| if key { 0x0200_0000 } else { 0x0101_0000 };
+    let mut entries = Vec::with_capacity(sel.kept.len() + fillers);
+    for (j, &i) in sel.kept.iter().enumerate() {
+        let tag = if i == sel.target { FEED_TARGET } else { 0 };
+        // pts - dts = (rank + k - j) steps (+ tag): never negative, as rank >= 0 and j < k.
+        let cts = (shown_at[j] + k - j as u64) * step + tag;
+        entries.push(mp4_atom::TrunEntry {
+            duration: Some(step as u32),
+            size: Some(sel.vs[i].0.size),
+            flags: Some(flags(sel.vs[i].0.keyframe)),
+            cts: Some(i64::try_from(cts).map_err(|_| ClipError::invalid("a picture too long"))?),
+        });
+    }
+    for _ in 0..fillers {
+        entries.push(mp4_atom::TrunEntry {
+            duration: Some(step as u32),
+            size: Some(u32::try_from(key_bytes.len()).unwrap_or(u32::MAX)),
+            flags: Some(flags(true)),
+            // Shown after the picture's frames (k + j steps after its own decode time).
+            cts: Some(i64::try_from(k * step).unwrap_or(i64::MAX)),
+        });
+    }
+    let mut payload: Vec<&[u8]> = sel.kept.iter().map(|&i| sel.bytes_of(i)).collect();
+    payload.extend(std::iter::repeat_n(key_bytes, fillers));
+    let fragment = fragment(sel.video.id, sequence, base, entries, &payload)?;
+    Ok(FeedPicture {
+        fragment,
+        next_base: base + (2 * k + fillers as u64 + 1) * step,
+        samples: sel.kept.len(),
+        skipped: sel.target - sel.key + 1 - sel.kept.len(),
+        reorder,
+        fillers,
+        track: sel.video.id,
+        keyframe: Bytes::copy_from_slice(key_bytes),
+    })
+}
+
+/// One more filler after `picture` (a decoder that holds back more pictures than thought): a
+/// fragment of one copy of its keyframe at `base`, and the next fragment's `tfdt`.
+pub fn feed_filler(
+    picture: &FeedPicture,
+    sequence: u32,
+    base: u64,
+) -> Result<(Vec<u8>, u64), ClipError> {
+    let entry = mp4_atom::TrunEntry {
+        duration: Some(FEED_STEP as u32),
+        size: Some(u32::try_from(picture.keyframe.len()).unwrap_or(u32::MAX)),
+        flags: Some(0x0200_0000),
+        cts: Some(FEED_STEP as i64),
+    };
+    let f = fragment(
+        picture.track,
+        sequence,
+        base,
+        vec![entry],
+        &[&picture.keyframe],
+    )?;
+    Ok((f, base + 2 * FEED_STEP))
+}
+
+/// `moof` (one `traf` of `track` with `tfdt` `base` and one `trun` of `entries`) + `mdat`.
+fn fragment(
+    track: u32,
+    sequence: u32,
+    base: u64,
+    entries: Vec<mp4_atom::TrunEntry>,
+    payload: &[&[u8]],
+) -> Result<Vec<u8>, ClipError> {
+    let bytes: usize = payload.iter().map(|p| p.len()).sum();
+    let mut moof = mp4_atom::Moof {
+        mfhd: mp4_atom::Mfhd {
+            sequence_number: sequence,
+        },
+        traf: vec![mp4_atom::Traf {
+            tfhd: mp4_atom::Tfhd {
+                track_id: track,
+                default_base_is_moof: true,
+                ..Default::default()
+            },
+            tfdt: Some(mp4_atom::Tfdt {
+                base_media_decode_time: base,
+            }),
+            trun: vec![mp4_atom::Trun {
+                data_offset: Some(0),
+                samples: mp4_atom::TrunSamples::Explicit(entries),
+            }],
+            ..Default::default()
+        }],
+    };
+    let moof_len = encoded(&moof)?.len();
+    let data_offset = i32::try_from(moof_len + 8)
+        .map_err(|_| ClipError::invalid("a fragment header over 2 GiB"))?;
+    if let Some(t) = moof.traf.first_mut().and_then(|t| t.trun.first_mut()) {
+        t.data_offset = Some(data_offset);
+    }
+    let mut out = encoded(&moof)?;
+    let mdat_len = u32::try_from(bytes + 8)
+        .map_err(|_| ClipError::invalid("a picture's samples over 4 GiB"))?;
+    out.reserve(bytes + 8);
+    out.extend_from_slice(&mdat_len.to_be_bytes());
+    out.extend_from_slice(b"mdat");
+    for p in payload {
+        out.extend_from_slice(p);
+    }
+    Ok(out)
+}
+
+/// Whether an H.264 sample holds a slice of an IDR picture (NAL unit type 5).
+fn has_idr_slice(sample: &[u8], length_size: usize) -> bool {
+    nal_headers(sample, length_size).any(|h| h & 0x1f == 5)
+}
+
+/// The header byte of each NAL unit of a length-prefixed sample, up to the first that does not
+/// fit.
+fn nal_headers(sample: &[u8], length_size: usize) -> impl Iterator<Item = u8> + '_ {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let len_bytes = sample.get(at..at + length_size)?;
+        let len = len_bytes
+            .iter()
+            .fold(0usize, |v, &b| (v << 8) | usize::from(b));
+        let header = *sample.get(at + length_size)?;
+        if len == 0 || at + length_size + len > sample.len() {
+            return None;
+        }
+        at += length_size + len;
+        Some(header)
     })
 }
 
