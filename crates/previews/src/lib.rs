@@ -13,6 +13,7 @@ mod hub;
 pub mod jpeg;
 pub mod mjpeg;
 pub mod thumbs;
+pub mod warm;
 
 use std::path::PathBuf;
 

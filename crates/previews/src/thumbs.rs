@@ -27,14 +27,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hlsmark_clock::SeqNo;
 
 use crate::PreviewError;
+use crate::warm::{WARM_TIMEOUT, WarmPool};
 
 /// ffmpeg runs at once for thumbnails (each decodes up to a segment of video).
 const CONCURRENT: usize = 2;
@@ -99,6 +100,8 @@ pub struct Thumbnails {
     no_spares: AtomicBool,
     /// Thumbnails made ahead of any request ([`Self::get_if_free`]).
     made_ahead: AtomicU64,
+    /// Decoders kept running (see [`crate::warm`]).
+    warm: Arc<WarmPool>,
     /// Thumbnails being made now: a request for one of them waits for that picture rather than
     /// decoding it a second time (the page asks for a new marker's row thumbnail as soon as its
     /// segment is out, just when the tiler makes it ahead).
@@ -185,6 +188,7 @@ impl Thumbnails {
     /// kept.
     pub fn new(ffmpeg: PathBuf, max_entries: usize, max_bytes: usize) -> Self {
         Self {
+            warm: Arc::new(WarmPool::new(ffmpeg.clone())),
             ffmpeg,
             max_entries: max_entries.max(1),
             max_bytes,
@@ -196,6 +200,70 @@ impl Thumbnails {
             no_spares: AtomicBool::new(false),
             made_ahead: AtomicU64::new(0),
             making: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Pictures made by decoders kept running so far.
+    pub fn warm_made(&self) -> u64 {
+        self.warm.made()
+    }
+
+    /// Decoders kept running and idle now (tests, diagnostics).
+    pub fn warm_waiting(&self) -> usize {
+        self.warm.idle()
+    }
+
+    /// Frame `key.index` of `segment` by a decoder kept running for `init` at `key.width`:
+    /// `Ok(None)` when none runs for them (the caller makes it the one-shot way and may start
+    /// one), `Err` when it failed (it is stopped; the caller makes it the one-shot way).
+    async fn extract_warm_decoder(
+        &self,
+        key: &ThumbKey,
+        init: &Path,
+        segment: &Path,
+    ) -> Result<Option<Bytes>, String> {
+        let (init_path, segment_path) = (init.to_owned(), segment.to_owned());
+        let Ok((init_bytes, seg)) = read_blocking(segment, move || {
+            Ok((
+                Bytes::from(std::fs::read(init_path)?),
+                Bytes::from(std::fs::read(segment_path)?),
+            ))
+        })
+        .await
+        else {
+            return Ok(None);
+        };
+        let Some(mut warm) = self.warm.take(&init_bytes, key.width) else {
+            self.warm.start(init_bytes, key.width);
+            return Ok(None);
+        };
+        let killer = warm.killer();
+        let index = key.index;
+        let job = tokio::task::spawn_blocking(move || {
+            let made = hlsmark_media::clip::ClipInit::parse(init_bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|clip| warm.picture(&clip, &seg, index));
+            (warm, made)
+        });
+        match tokio::time::timeout(WARM_TIMEOUT + Duration::from_secs(1), job).await {
+            Ok(Ok((warm, Ok(jpeg)))) => {
+                self.warm.put(warm, true);
+                Ok(Some(jpeg))
+            }
+            Ok(Ok((warm, Err(e)))) => {
+                self.warm.failed();
+                tokio::task::spawn_blocking(move || drop(warm));
+                Err(e)
+            }
+            Ok(Err(e)) => {
+                self.warm.failed();
+                Err(e.to_string())
+            }
+            Err(_) => {
+                self.warm.failed();
+                tokio::task::spawn_blocking(move || killer.kill());
+                Err("the decoder kept running hung".to_owned())
+            }
         }
     }
 
@@ -454,13 +522,19 @@ impl Thumbnails {
         })
     }
 
-    /// The picture of `key` through a spare, else (none waiting, or it failed) a plain run.
+    /// The picture of `key` by a decoder kept running, else through a spare, else (none
+    /// waiting, or it failed) a plain run.
     async fn extract(
         &self,
         key: &ThumbKey,
         init: &Path,
         segment: &Path,
     ) -> Result<Bytes, PreviewError> {
+        match self.extract_warm_decoder(key, init, segment).await {
+            Ok(Some(jpeg)) => return Ok(jpeg),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "a decoder kept running failed; one-shot"),
+        }
         let Some(spare) = self.take_spare() else {
             return extract(&self.ffmpeg, init, segment, key.index, key.width).await;
         };
@@ -1159,6 +1233,72 @@ mod tests {
             assert!(
                 !Path::new(&format!("/proc/{pid}")).exists(),
                 "spare {pid} killed and reaped with its pool"
+            );
+        }
+    }
+
+    /// A decoder kept running (started by the first picture of an init section and width, made
+    /// the one-shot way) gives the pictures of plain runs, byte for byte, in any order, B-frames
+    /// and all; another width has its own; they are stopped with their pool.
+    #[test]
+    fn a_decoder_kept_running_gives_the_pictures_of_plain_runs() {
+        let (_dir, init, segment) = one_second_clip();
+        let ffmpeg = Path::new("ffmpeg");
+        let t = Thumbnails::new("ffmpeg".into(), 64, 8 << 20);
+        let key = |index, width| ThumbKey {
+            stream: "s".into(),
+            epoch: 0,
+            seq: 0,
+            index,
+            width,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let wait_for = |n: usize| {
+                let t = &t;
+                async move {
+                    let t0 = std::time::Instant::now();
+                    while t.warm_waiting() < n && t0.elapsed() < Duration::from_secs(20) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    assert_eq!(t.warm_waiting(), n, "a decoder started");
+                }
+            };
+            let plain = |index, width| extract(ffmpeg, &init, &segment, index, width);
+            let first = t.get(key(5, Some(160)), &init, &segment).await.unwrap();
+            assert_eq!(first.jpeg, plain(5, Some(160)).await.unwrap());
+            assert_eq!(t.warm_made(), 0, "the first the one-shot way");
+            wait_for(1).await;
+            for index in [29, 0, 13, 14, 28, 1, 7, 0] {
+                let key = key(index, Some(160));
+                t.cache.lock().unwrap().remove(&key);
+                let got = t.get(key, &init, &segment).await.unwrap();
+                assert!(!got.cached);
+                assert_eq!(
+                    got.jpeg,
+                    plain(index, Some(160)).await.unwrap(),
+                    "frame {index}"
+                );
+            }
+            assert_eq!(t.warm_made(), 8, "all by the decoder kept running");
+            // The video's own size: a decoder of its own.
+            let own = t.get(key(3, None), &init, &segment).await.unwrap();
+            assert_eq!(crate::jpeg::dimensions(&own.jpeg), Some((320, 180)));
+            wait_for(2).await;
+            let got = t.get(key(4, None), &init, &segment).await.unwrap();
+            assert_eq!(got.jpeg, plain(4, None).await.unwrap());
+            assert_eq!(t.warm_made(), 9);
+        });
+        let pids = t.warm.pids();
+        assert_eq!(pids.len(), 2);
+        drop(t);
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "decoder {pid} killed and reaped with its pool"
             );
         }
     }

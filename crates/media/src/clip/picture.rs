@@ -176,7 +176,9 @@ impl<'a> Selection<'a> {
 /// fragmented MP4 ([`feed_init`], then a [`feed_picture`] per picture), and the picture asked
 /// for is told from the others by its presentation time alone: it is the only one whose time is
 /// [`FEED_TARGET`] modulo [`FEED_STEP`] (ffmpeg: `select=eq(mod(pts\,4)\,1)` with `-copyts`).
-pub const FEED_STEP: u64 = 4;
+pub const FEED_STEP: u64 = STEP as u64;
+/// [`FEED_STEP`] as a sample duration.
+const STEP: u32 = 4;
 /// See [`FEED_STEP`].
 pub const FEED_TARGET: u64 = 1;
 
@@ -277,7 +279,7 @@ pub fn feed_picture(
         // pts - dts = (rank + k - j) steps (+ tag): never negative, as rank >= 0 and j < k.
         let cts = (shown_at[j] + k - j as u64) * step + tag;
         entries.push(mp4_atom::TrunEntry {
-            duration: Some(step as u32),
+            duration: Some(STEP),
             size: Some(sel.vs[i].0.size),
             flags: Some(flags(sel.vs[i].0.keyframe)),
             cts: Some(i64::try_from(cts).map_err(|_| ClipError::invalid("a picture too long"))?),
@@ -285,7 +287,7 @@ pub fn feed_picture(
     }
     for _ in 0..fillers {
         entries.push(mp4_atom::TrunEntry {
-            duration: Some(step as u32),
+            duration: Some(STEP),
             size: Some(u32::try_from(key_bytes.len()).unwrap_or(u32::MAX)),
             flags: Some(flags(true)),
             // Shown after the picture's frames (k + j steps after its own decode time).
@@ -315,10 +317,10 @@ pub fn feed_filler(
     base: u64,
 ) -> Result<(Vec<u8>, u64), ClipError> {
     let entry = mp4_atom::TrunEntry {
-        duration: Some(FEED_STEP as u32),
+        duration: Some(STEP),
         size: Some(u32::try_from(picture.keyframe.len()).unwrap_or(u32::MAX)),
         flags: Some(0x0200_0000),
-        cts: Some(FEED_STEP as i64),
+        cts: Some(i64::from(STEP)),
     };
     let f = fragment(
         picture.track,
@@ -398,6 +400,16 @@ fn nal_headers(sample: &[u8], length_size: usize) -> impl Iterator<Item = u8> + 
         at += length_size + len;
         Some(header)
     })
+}
+
+impl ClipInit {
+    /// Whether the video track is H.264 (what [`feed_picture`] takes).
+    pub fn is_h264(&self) -> bool {
+        self.tracks
+            .iter()
+            .find(|t| t.kind == TrackKind::Video)
+            .is_some_and(|v| nal_length_size(self, v.id).is_some())
+    }
 }
 
 /// The NAL unit length size of an H.264 track (`avcC`), `None` for other codecs.

@@ -358,11 +358,11 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
         .filter(|i| i % 3 == 0)
         .chain([0, 74, 10])
         .collect();
-    for (n, &i) in order.iter().enumerate() {
+    for (n, &i) in (0u32..).zip(&order) {
         // libx264 says it reorders 2 (b-pyramid), though these 25 frames show 1; one more
         // for the second frame thread. One filler too few: a filler more (`feed_filler`).
         let fillers = if n % 2 == 0 { 3 } else { 2 };
-        let p = feed_picture(&init, &segment, i, 2 * n as u32 + 1, base, |_| fillers).unwrap();
+        let p = feed_picture(&init, &segment, i, 2 * n + 1, base, |_| fillers).unwrap();
         assert!(p.reorder >= 1, "libx264 with 2 B-frames: {}", p.reorder);
         base = p.next_base;
         stdin.write_all(&p.fragment).unwrap();
@@ -373,7 +373,7 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
             got = rx.recv_timeout(std::time::Duration::from_millis(300)).ok();
             if got.is_none() {
                 needed_one_more += 1;
-                let (f, next) = feed_filler(&p, 2 * n as u32 + 2, base).unwrap();
+                let (f, next) = feed_filler(&p, 2 * n + 2, base).unwrap();
                 base = next;
                 stdin.write_all(&f).unwrap();
                 stdin.flush().unwrap();
