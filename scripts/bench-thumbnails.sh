@@ -14,7 +14,9 @@
 #     as `--source rtsp://...` with the default --video copy would be)
 #   BENCH_SECONDS (60), BENCH_N (60), ROUNDS (3), BURST (4), SEGMENT (2s), ROW_MARKERS (8),
 #   GAP_MS (0: each cold request right after the previous pair; a person clicking leaves gaps),
-#   PRIORITY (1: the server at nice -20, see below), HLSMARK_BIN (target/release/hlsmark, built if missing)
+#   PRIORITY (1: the server at nice -20, see below), HLSMARK_BIN (target/release/hlsmark, built if missing),
+#   KEEP_LOG (a path: the server's log is copied there; with RUST_LOG=info,hlsmark_previews=debug it
+#   has a line per picture made by a decoder kept running: samples, fillers, ms)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${HLSMARK_BIN:-target/release/hlsmark}
@@ -57,7 +59,7 @@ setsid "${NICE[@]}" "$BIN" run --data-dir "$dir/data" --stream live "${source[@]
   --segment-duration "$SEGMENT" --listen "127.0.0.1:$port" >"$dir/run.log" 2>&1 &
 pid=$!
 boost "$pid"
-trap 'kill ${cpid:-} 2>/dev/null || true; kill -- -$pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill ${cpid:-} 2>/dev/null || true; kill -- -$pid 2>/dev/null || true; wait $pid 2>/dev/null || true; [[ -n ${KEEP_LOG:-} ]] && cp "$dir/run.log" "$KEEP_LOG"; rm -rf "$dir"' EXIT
 echo "# hlsmark run (pid $pid) on :$port; source ${BENCH_SOURCE:-generator}; recording ${SECONDS_RUN} s; $(nproc) cores; priority ${NICE[*]:-none}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 sleep "$SECONDS_RUN"
 # The client in a session of its own, boosted alike (as bench-previews.sh does): it stands for a

@@ -13,6 +13,10 @@
 //! compete with this decode for a core. Without a spare, or if the spare fails, ffmpeg is run
 //! as before.
 //!
+//! Before either, a picture goes to a decoder kept running for its init section and width
+//! ([`crate::warm`]), which costs no start at all; the first picture of an init section and
+//! width, and any the decoder cannot make, go the way above.
+//!
 //! The input is not the whole segment but the fewest samples that decode the frame
 //! ([`decoder_input`], [`hlsmark_media::clip::picture`]): from the nearest keyframe, without the
 //! pictures nothing refers to (a camera's B-frames: about half of a GOP), nothing after the
@@ -214,14 +218,15 @@ impl Thumbnails {
     }
 
     /// Frame `key.index` of `segment` by a decoder kept running for `init` at `key.width`:
-    /// `Ok(None)` when none runs for them (the caller makes it the one-shot way and may start
-    /// one), `Err` when it failed (it is stopped; the caller makes it the one-shot way).
+    /// `Ok(Err(Some(init)))` when none runs for them (the caller makes it the one-shot way, then
+    /// starts one with these init bytes), `Ok(Err(None))` when the files could not be read here,
+    /// `Err` when the decoder failed (it is stopped; the caller makes it the one-shot way).
     async fn extract_warm_decoder(
         &self,
         key: &ThumbKey,
         init: &Path,
         segment: &Path,
-    ) -> Result<Option<Bytes>, String> {
+    ) -> Result<Result<Bytes, Option<Bytes>>, String> {
         let (init_path, segment_path) = (init.to_owned(), segment.to_owned());
         let Ok((init_bytes, seg)) = read_blocking(segment, move || {
             Ok((
@@ -231,11 +236,10 @@ impl Thumbnails {
         })
         .await
         else {
-            return Ok(None);
+            return Ok(Err(None));
         };
         let Some(mut warm) = self.warm.take(&init_bytes, key.width) else {
-            self.warm.start(init_bytes, key.width);
-            return Ok(None);
+            return Ok(Err(Some(init_bytes)));
         };
         let killer = warm.killer();
         let index = key.index;
@@ -248,7 +252,7 @@ impl Thumbnails {
         match tokio::time::timeout(WARM_TIMEOUT + Duration::from_secs(1), job).await {
             Ok(Ok((warm, Ok(jpeg)))) => {
                 self.warm.put(warm, true);
-                Ok(Some(jpeg))
+                Ok(Ok(jpeg))
             }
             Ok(Ok((warm, Err(e)))) => {
                 self.warm.failed();
@@ -530,11 +534,30 @@ impl Thumbnails {
         init: &Path,
         segment: &Path,
     ) -> Result<Bytes, PreviewError> {
-        match self.extract_warm_decoder(key, init, segment).await {
-            Ok(Some(jpeg)) => return Ok(jpeg),
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "a decoder kept running failed; one-shot"),
+        let start_one = match self.extract_warm_decoder(key, init, segment).await {
+            Ok(Ok(jpeg)) => return Ok(jpeg),
+            Ok(Err(init)) => init,
+            Err(e) => {
+                tracing::debug!(error = %e, "a decoder kept running failed; one-shot");
+                None
+            }
+        };
+        let made = self.extract_one_shot(key, init, segment).await;
+        // A decoder for the next pictures of this init section and width, started now that this
+        // one is made (not during its decode, on a core it needs).
+        if let Some(init) = start_one {
+            self.warm.start(init, key.width);
         }
+        made
+    }
+
+    /// The picture of `key` through a spare, else (none waiting, or it failed) a plain run.
+    async fn extract_one_shot(
+        &self,
+        key: &ThumbKey,
+        init: &Path,
+        segment: &Path,
+    ) -> Result<Bytes, PreviewError> {
         let Some(spare) = self.take_spare() else {
             return extract(&self.ffmpeg, init, segment, key.index, key.width).await;
         };

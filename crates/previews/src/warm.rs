@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hlsmark_media::clip::{ClipInit, FEED_STEP, FEED_TARGET, feed_filler, feed_init, feed_picture};
 
-/// Decoders kept at most (each an ffmpeg blocked on its input, ~30-60 MB).
+/// Decoders kept at most (each an ffmpeg blocked on its input, ~75 MB RSS at 720p).
 pub const WARM_MAX: usize = 2;
 /// A decoder unused this long is stopped (checked at each request).
 pub const WARM_IDLE: Duration = Duration::from_secs(600);
@@ -39,7 +39,7 @@ const THREADS: usize = 2;
 /// Fillers added to one picture at most before the decoder is given up.
 const MAX_NUDGES: usize = 16;
 /// Fillers learned at most (each costs a keyframe's decode per picture).
-const MAX_EXTRA: usize = 8;
+const MAX_EXTRA: usize = 4;
 /// The largest JPEG taken from the decoder.
 const MAX_PICTURE: usize = 32 << 20;
 
@@ -204,16 +204,27 @@ impl Warm {
                 .and_then(|()| stdin.flush())
                 .map_err(|e| format!("writing to the decoder: {e}"))
         };
+        let t0 = Instant::now();
         write(&mut self.stdin, &p.fragment)?;
         let frames = u32::try_from(p.samples + p.fillers).unwrap_or(u32::MAX);
-        // Its decode, generously; then a filler more every 25 ms.
-        let mut wait = Duration::from_millis(40) + Duration::from_millis(4) * frames;
-        let deadline = Instant::now() + WARM_TIMEOUT;
+        // Its decode, generously (a filler added to a picture only slow to decode would be
+        // learned, and decoded with every picture after); then a filler more every 25 ms.
+        let mut wait = Duration::from_millis(150) + Duration::from_millis(10) * frames;
+        let deadline = t0 + WARM_TIMEOUT;
         let mut nudges = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.pictures.recv_timeout(wait.min(left)) {
                 Ok(jpeg) => {
+                    tracing::debug!(
+                        samples = p.samples,
+                        fillers = p.fillers,
+                        reorder = p.reorder,
+                        nudges,
+                        extra = self.extra,
+                        ms = t0.elapsed().as_secs_f64() * 1e3,
+                        "thumbnail by a decoder kept running"
+                    );
                     self.extra = (self.extra + nudges).min(MAX_EXTRA);
                     self.used = Instant::now();
                     return Ok(jpeg);
