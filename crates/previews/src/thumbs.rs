@@ -39,7 +39,7 @@ use bytes::Bytes;
 use hlsmark_clock::SeqNo;
 
 use crate::PreviewError;
-use crate::warm::{WARM_TIMEOUT, WarmPool};
+use crate::warm::{WARM_TIMEOUT, WarmError, WarmPool};
 
 /// ffmpeg runs at once for thumbnails (each decodes up to a segment of video).
 const CONCURRENT: usize = 2;
@@ -245,7 +245,7 @@ impl Thumbnails {
         let index = key.index;
         let job = tokio::task::spawn_blocking(move || {
             let made = hlsmark_media::clip::ClipInit::parse(init_bytes)
-                .map_err(|e| e.to_string())
+                .map_err(|e| WarmError::Input(e.to_string()))
                 .and_then(|clip| warm.picture(&clip, &seg, index));
             (warm, made)
         });
@@ -254,10 +254,17 @@ impl Thumbnails {
                 self.warm.put(warm, true);
                 Ok(Ok(jpeg))
             }
+            Ok(Ok((warm, Err(WarmError::Input(e))))) => {
+                // Not a picture for it (an open GOP, say): the decoder stays, the picture is
+                // made the one-shot way.
+                tracing::debug!(error = %e, "thumbnail: not for a decoder kept running");
+                self.warm.put(warm, false);
+                Ok(Err(None))
+            }
             Ok(Ok((warm, Err(e)))) => {
                 self.warm.failed();
                 tokio::task::spawn_blocking(move || drop(warm));
-                Err(e)
+                Err(e.to_string())
             }
             Ok(Err(e)) => {
                 self.warm.failed();
@@ -1307,13 +1314,22 @@ mod tests {
                 );
             }
             assert_eq!(t.warm_made(), 8, "all by the decoder kept running");
+            // A picture it cannot be fed (no such frame) leaves the decoder as it was.
+            assert!(t.get(key(99, Some(160)), &init, &segment).await.is_err());
+            assert_eq!(t.warm_waiting(), 1);
+            let key9 = key(9, Some(160));
+            assert_eq!(
+                t.get(key9, &init, &segment).await.unwrap().jpeg,
+                plain(9, Some(160)).await.unwrap()
+            );
+            assert_eq!(t.warm_made(), 9);
             // The video's own size: a decoder of its own.
             let own = t.get(key(3, None), &init, &segment).await.unwrap();
             assert_eq!(crate::jpeg::dimensions(&own.jpeg), Some((320, 180)));
             wait_for(2).await;
             let got = t.get(key(4, None), &init, &segment).await.unwrap();
             assert_eq!(got.jpeg, plain(4, None).await.unwrap());
-            assert_eq!(t.warm_made(), 9);
+            assert_eq!(t.warm_made(), 10);
         });
         let pids = t.warm.pids();
         assert_eq!(pids.len(), 2);

@@ -181,19 +181,20 @@ impl Warm {
         Killer(Arc::clone(&self.child))
     }
 
-    /// Frame `index` (presentation order) of `segment` as a JPEG. Blocks; an error leaves the
-    /// decoder unusable (drop it).
+    /// Frame `index` (presentation order) of `segment` as a JPEG. Blocks. After a
+    /// [`WarmError::Decoder`] the decoder is unusable (drop it); after a [`WarmError::Input`]
+    /// nothing was sent to it.
     pub fn picture(
         &mut self,
         clip: &ClipInit,
         segment: &Bytes,
         index: usize,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Bytes, WarmError> {
         let more = THREADS - 1 + self.extra;
         let p = feed_picture(clip, segment, index, self.sequence, self.base, |reorder| {
             reorder + more
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| WarmError::Input(e.to_string()))?;
         self.sequence = self.sequence.wrapping_add(1);
         self.base = p.next_base;
         // Nothing is pending between pictures; anything here is not this picture.
@@ -202,7 +203,7 @@ impl Warm {
             stdin
                 .write_all(b)
                 .and_then(|()| stdin.flush())
-                .map_err(|e| format!("writing to the decoder: {e}"))
+                .map_err(|e| WarmError::Decoder(format!("writing to the decoder: {e}")))
         };
         let t0 = Instant::now();
         write(&mut self.stdin, &p.fragment)?;
@@ -230,8 +231,8 @@ impl Warm {
                     return Ok(jpeg);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() && nudges < MAX_NUDGES => {
-                    let (f, next) =
-                        feed_filler(&p, self.sequence, self.base).map_err(|e| e.to_string())?;
+                    let (f, next) = feed_filler(&p, self.sequence, self.base)
+                        .map_err(|e| WarmError::Decoder(e.to_string()))?;
                     self.sequence = self.sequence.wrapping_add(1);
                     self.base = next;
                     write(&mut self.stdin, &f)?;
@@ -239,12 +240,33 @@ impl Warm {
                     wait = Duration::from_millis(25);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("no picture within {WARM_TIMEOUT:?}"));
+                    return Err(WarmError::Decoder(format!(
+                        "no picture within {WARM_TIMEOUT:?}"
+                    )));
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err("the decoder exited".to_owned());
+                    return Err(WarmError::Decoder("the decoder exited".to_owned()));
                 }
             }
+        }
+    }
+}
+
+/// Why a decoder kept running did not make a picture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarmError {
+    /// The picture cannot be fed to it (not H.264, a keyframe that is not an IDR picture, a
+    /// segment that cannot be read so); nothing was sent, the decoder is as it was.
+    Input(String),
+    /// The decoder failed or was late.
+    Decoder(String),
+}
+
+impl std::fmt::Display for WarmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Input(e) => write!(f, "not for a decoder kept running: {e}"),
+            Self::Decoder(e) => write!(f, "{e}"),
         }
     }
 }
