@@ -242,16 +242,9 @@ fn a_range_before_the_media_starts_at_its_first_frame_and_an_empty_one_is_refuse
     assert!(matches!(e, ClipError::Invalid(_)), "{e}");
 }
 
-/// A frame's input for a decoder ([`picture`]) decodes to exactly that frame of the segment,
-/// for every frame of a segment of two GOPs with B-frames cut into parts as the ingest cuts them:
-/// from the nearer keyframe, without the pictures nothing refers to.
-#[test]
-fn a_pictures_input_decodes_to_that_frame_from_the_nearest_keyframe_without_unreferenced_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let (init_bytes, frags, _) = source(dir.path());
-    let init = ClipInit::parse(init_bytes.clone()).unwrap();
-    // A segment from the second keyframe to the fourth: two GOPs of 25 frames, 10 fragments.
-    let starts: Vec<usize> = (0..frags.len())
+/// The fragments whose video starts with a keyframe (where a segment may start).
+fn keyframe_starts(init: &ClipInit, frags: &[Bytes]) -> Vec<usize> {
+    (0..frags.len())
         .filter(|&i| {
             let runs = init
                 .scan(&[&frags[i] as &dyn ReadAt])
@@ -262,7 +255,19 @@ fn a_pictures_input_decodes_to_that_frame_from_the_nearest_keyframe_without_unre
                 .find(|r| r.track == 1)
                 .is_some_and(|r| r.samples[0].keyframe)
         })
-        .collect();
+        .collect()
+}
+
+/// A frame's input for a decoder ([`picture`]) decodes to exactly that frame of the segment,
+/// for every frame of a segment of two GOPs with B-frames cut into parts as the ingest cuts them:
+/// from the nearer keyframe, without the pictures nothing refers to.
+#[test]
+fn a_pictures_input_decodes_to_that_frame_from_the_nearest_keyframe_without_unreferenced_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (init_bytes, frags, _) = source(dir.path());
+    let init = ClipInit::parse(init_bytes.clone()).unwrap();
+    // A segment from the second keyframe to the fourth: two GOPs of 25 frames, 10 fragments.
+    let starts = keyframe_starts(&init, &frags);
     assert!(starts.len() >= 4, "{starts:?}");
     let segment = Bytes::from(frags[starts[1]..starts[3]].concat());
     let whole = dir.path().join("whole.mp4");
@@ -304,18 +309,7 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
     let dir = tempfile::tempdir().unwrap();
     let (init_bytes, frags, _) = source(dir.path());
     let init = ClipInit::parse(init_bytes.clone()).unwrap();
-    let starts: Vec<usize> = (0..frags.len())
-        .filter(|&i| {
-            let runs = init
-                .scan(&[&frags[i] as &dyn ReadAt])
-                .unwrap()
-                .pop()
-                .unwrap();
-            runs.iter()
-                .find(|r| r.track == 1)
-                .is_some_and(|r| r.samples[0].keyframe)
-        })
-        .collect();
+    let starts = keyframe_starts(&init, &frags);
     // Three GOPs of 25 frames.
     let segment = Bytes::from(frags[starts[0]..starts[3]].concat());
     let whole = dir.path().join("whole.mp4");
