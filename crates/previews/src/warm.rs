@@ -10,9 +10,12 @@
 //! (`-copyts` keeps the times as written). A decoder holds pictures back (to put B-frames in
 //! order, and one per extra frame thread) until more come; without an end of input to flush it,
 //! the fragment ends with copies of its keyframe ("fillers", never shown) that push the frame out:
-//! as many as the segment reorders plus the extra threads, and one more each time the frame is
-//! late ([`hlsmark_media::clip::feed_filler`]), remembered by that decoder (a stream may announce
-//! a deeper reorder than a segment shows).
+//! the stream's reorder depth (announced in its SPS, else what the segment shows) less the
+//! pictures the decoder already holds that are shown after the frame, plus the extra threads
+//! (exact for libx264 streams with and without B-frames: a test checks that one fewer leaves the
+//! frame in), and one more each time the frame is late ([`hlsmark_media::clip::feed_filler`]),
+//! remembered by that decoder (a stream that announces nothing may reorder deeper than a segment
+//! shows).
 //!
 //! Only H.264 whose keyframe is an IDR picture (which starts afresh whatever came before); other
 //! pictures, a decoder that fails or is late past [`WARM_TIMEOUT`], go the one-shot way.
@@ -191,8 +194,8 @@ impl Warm {
         index: usize,
     ) -> Result<Bytes, WarmError> {
         let more = THREADS - 1 + self.extra;
-        let p = feed_picture(clip, segment, index, self.sequence, self.base, |reorder| {
-            reorder + more
+        let p = feed_picture(clip, segment, index, self.sequence, self.base, |pushes| {
+            pushes + more
         })
         .map_err(|e| WarmError::Input(e.to_string()))?;
         self.sequence = self.sequence.wrapping_add(1);
@@ -221,6 +224,7 @@ impl Warm {
                         samples = p.samples,
                         fillers = p.fillers,
                         reorder = p.reorder,
+                        held = p.held,
                         nudges,
                         extra = self.extra,
                         ms = t0.elapsed().as_secs_f64() * 1e3,

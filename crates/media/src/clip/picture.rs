@@ -193,9 +193,14 @@ pub struct FeedPicture {
     /// Samples of the picture (without fillers) and those left out (as [`PictureInput`]).
     pub samples: usize,
     pub skipped: usize,
-    /// The most pictures of the segment decoded before one they are shown after: how far a
-    /// decoder may hold pictures back to put them in order (its reorder delay, at least).
+    /// How many pictures a decoder holds back to put them in order: the stream's announced
+    /// reorder depth (SPS), or, unannounced, the most pictures of the segment decoded before one
+    /// they are shown after (at least).
     pub reorder: usize,
+    /// Frames of the fragment decoded before the frame asked for and shown after it: a decoder
+    /// holds them when the frame is decoded, so it needs that many fewer pushes to let the
+    /// frame out.
+    pub held: usize,
     /// Fillers in the fragment (what `fillers` answered for `reorder`).
     pub fillers: usize,
     /// The video track and the keyframe's sample (for [`feed_filler`]).
@@ -233,7 +238,10 @@ pub fn feed_init(init: &ClipInit) -> Result<Vec<u8>, ClipError> {
 /// The fragment that gives frame `index` of `segment` to a decoder kept running on
 /// [`feed_init`] of `init`: the samples [`picture`] keeps, then `fillers` copies of their
 /// keyframe, which push the frame out of a decoder that holds pictures back (to reorder them,
-/// or one per extra frame thread) and are never shown (see [`FEED_STEP`]). Decode times start at
+/// or one per extra frame thread) and are never shown (see [`FEED_STEP`]). `fillers` is told
+/// how many pictures the reordering alone needs after the frame: the decoder's reorder depth
+/// ([`FeedPicture::reorder`]) less those it already holds that are shown after the frame
+/// ([`FeedPicture::held`]); the caller adds its frame threads. Decode times start at
 /// `base` and step by [`FEED_STEP`]; presentation times keep the frames' order, all after every
 /// decode time of the fragment, the frame's at [`FEED_TARGET`] modulo the step.
 ///
@@ -254,7 +262,7 @@ pub fn feed_picture(
     if !has_idr_slice(sel.bytes_of(sel.key), n) {
         return Err(ClipError::invalid("its keyframe is not an IDR picture"));
     }
-    let reorder = (0..sel.vs.len())
+    let shown = (0..sel.vs.len())
         .map(|i| {
             (0..i)
                 .filter(|&j| sel.vs[j].0.pts > sel.vs[i].0.pts)
@@ -262,7 +270,17 @@ pub fn feed_picture(
         })
         .max()
         .unwrap_or(0);
-    let fillers = fillers(reorder);
+    // What the decoder holds back: what the stream announces (a decoder takes it as told), else
+    // what the segment shows (a decoder finds it out as it goes; `fillers` may add to it).
+    let reorder = announced_reorder(init, sel.video.id).map_or(shown, |a| a.max(shown));
+    let target_pts = sel.vs[sel.target].0.pts;
+    let held = sel
+        .kept
+        .iter()
+        .take_while(|&&i| i != sel.target)
+        .filter(|&&i| sel.vs[i].0.pts > target_pts)
+        .count();
+    let fillers = fillers(reorder.saturating_sub(held));
     let k = sel.kept.len() as u64;
     let step = FEED_STEP;
     let mut rank: Vec<usize> = (0..sel.kept.len()).collect();
@@ -303,6 +321,7 @@ pub fn feed_picture(
         samples: sel.kept.len(),
         skipped: sel.target - sel.key + 1 - sel.kept.len(),
         reorder,
+        held,
         fillers,
         track: sel.video.id,
         keyframe: Bytes::copy_from_slice(key_bytes),
@@ -414,13 +433,31 @@ impl ClipInit {
 
 /// The NAL unit length size of an H.264 track (`avcC`), `None` for other codecs.
 fn nal_length_size(init: &ClipInit, track: u32) -> Option<usize> {
+    Some(usize::from(avcc(init, track)?.length_size)).filter(|n| (1..=4).contains(n))
+}
+
+/// The H.264 decoder configuration of `track`.
+fn avcc(init: &ClipInit, track: u32) -> Option<&mp4_atom::Avcc> {
     let trak = init.moov.trak.iter().find(|t| t.tkhd.track_id == track)?;
-    let avcc = match trak.mdia.minf.stbl.stsd.codecs.first()? {
-        Codec::Avc1(c) => &c.avcc,
-        Codec::Avc3(c) => &c.avcc,
-        _ => return None,
-    };
-    Some(usize::from(avcc.length_size)).filter(|n| (1..=4).contains(n))
+    match trak.mdia.minf.stbl.stsd.codecs.first()? {
+        Codec::Avc1(c) => Some(&c.avcc),
+        Codec::Avc3(c) => Some(&c.avcc),
+        _ => None,
+    }
+}
+
+/// The reorder depth the stream's sequence parameter set announces (its VUI's
+/// `max_num_reorder_frames`), which a decoder takes as its delay; `None` when the set does not
+/// say (a decoder then finds the delay out from the pictures) or cannot be read.
+fn announced_reorder(init: &ClipInit, track: u32) -> Option<usize> {
+    let nal = avcc(init, track)?.sequence_parameter_sets.first()?;
+    let rbsp = h264_reader::rbsp::decode_nal(nal).ok()?;
+    let sps = h264_reader::nal::sps::SeqParameterSet::from_bits(h264_reader::rbsp::BitReader::new(
+        &rbsp[..],
+    ))
+    .ok()?;
+    let restrictions = sps.vui_parameters?.bitstream_restrictions?;
+    usize::try_from(restrictions.max_num_reorder_frames).ok()
 }
 
 /// Whether an H.264 sample (length-prefixed NAL units) is a picture no other picture refers to:

@@ -300,9 +300,11 @@ fn a_pictures_input_decodes_to_that_frame_from_the_nearest_keyframe_without_unre
 }
 
 /// A decoder kept running ([`feed_init`], one [`feed_picture`] per picture) gives every frame
-/// asked for, in any order, each as soon as its fragment is in (the fillers push it out of a
-/// decoder that reorders B-frames on two frame threads), and nothing else: the same pictures as
-/// the whole segment decoded from its start.
+/// asked for, in any order, each as soon as its fragment is in, and nothing else: the same
+/// pictures as the whole segment decoded from its start. The fillers are exact: the reorder
+/// depth the stream announces (libx264's b-pyramid: 2, though these frames show 1) less the
+/// pictures the decoder holds that are shown after the frame, plus one for the second frame
+/// thread; one fewer and the frame stays in the decoder until [`feed_filler`] pushes it out.
 #[test]
 fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_in() {
     use std::io::{BufRead as _, Write as _};
@@ -345,37 +347,42 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
     });
     stdin.write_all(&feed_init(&init).unwrap()).unwrap();
     let mut base = 0;
-    let mut needed_one_more = 0;
+    let mut sequence = 1;
+    let mut by_held = [0usize; 3];
     // Every third frame, out of order, and some twice.
     let order: Vec<usize> = (0..truth.len())
         .map(|i| (i * 37) % truth.len())
         .filter(|i| i % 3 == 0)
         .chain([0, 74, 10])
         .collect();
-    for (n, &i) in (0u32..).zip(&order) {
-        // libx264 says it reorders 2 (b-pyramid), though these 25 frames show 1; one more
-        // for the second frame thread. One filler too few: a filler more (`feed_filler`).
-        let fillers = if n % 2 == 0 { 3 } else { 2 };
-        let p = feed_picture(&init, &segment, i, 2 * n + 1, base, |_| fillers).unwrap();
-        assert!(p.reorder >= 1, "libx264 with 2 B-frames: {}", p.reorder);
+    for (n, &i) in order.iter().enumerate() {
+        let one_short = n % 2 == 1;
+        let p = feed_picture(&init, &segment, i, sequence, base, |pushes| {
+            pushes + 1 - usize::from(one_short)
+        })
+        .unwrap();
+        sequence += 1;
+        assert_eq!(p.reorder, 2, "the depth libx264 announces");
+        assert_eq!(p.fillers, 2 - p.held + 1 - usize::from(one_short));
+        by_held[p.held.min(2)] += 1;
         base = p.next_base;
         stdin.write_all(&p.fragment).unwrap();
         stdin.flush().unwrap();
-        let mut got = None;
-        if fillers == 2 {
-            // A frame shown before another of its fragment may be out already.
-            got = rx.recv_timeout(std::time::Duration::from_millis(300)).ok();
-            if got.is_none() {
-                needed_one_more += 1;
-                let (f, next) = feed_filler(&p, 2 * n + 2, base).unwrap();
-                base = next;
-                stdin.write_all(&f).unwrap();
-                stdin.flush().unwrap();
-            }
+        if one_short {
+            assert!(
+                rx.recv_timeout(std::time::Duration::from_millis(300))
+                    .is_err(),
+                "frame {i}: out with one filler too few ({p:?})"
+            );
+            let (f, next) = feed_filler(&p, sequence, base).unwrap();
+            sequence += 1;
+            base = next;
+            stdin.write_all(&f).unwrap();
+            stdin.flush().unwrap();
         }
-        let line = got
-            .or_else(|| rx.recv_timeout(std::time::Duration::from_secs(5)).ok())
-            .unwrap_or_else(|| panic!("frame {i}: no picture before the next fragment"));
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("frame {i}: no picture before the next fragment"));
         let field = |k: &str| {
             let at = line.find(k).unwrap() + k.len();
             line[at..].split_whitespace().next().unwrap().to_owned()
@@ -385,8 +392,8 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
         assert_eq!(field("checksum:"), truth[i].1, "frame {i}: {line}");
     }
     assert!(
-        needed_one_more > 0,
-        "two fillers are one too few for some frames"
+        by_held[0] > 0 && by_held[1] > 0,
+        "frames the decoder holds nothing after, and one: {by_held:?}"
     );
     drop(stdin);
     assert!(child.wait().unwrap().success());
