@@ -201,7 +201,7 @@ pub struct FeedPicture {
     /// holds them when the frame is decoded, so it needs that many fewer pushes to let the
     /// frame out.
     pub held: usize,
-    /// Fillers in the fragment (what `fillers` answered for `reorder`).
+    /// Fillers in the fragment (what `fillers` answered for `reorder` less `held`).
     pub fillers: usize,
     /// The video track and the keyframe's sample (for [`feed_filler`]).
     pub track: u32,
