@@ -219,7 +219,8 @@ impl Thumbnails {
 
     /// Frame `key.index` of `segment` by a decoder kept running for `init` at `key.width`:
     /// `Ok(Err(Some(init)))` when none runs for them (the caller makes it the one-shot way, then
-    /// starts one with these init bytes), `Ok(Err(None))` when the files could not be read here,
+    /// starts one with these init bytes), `Ok(Err(None))` when the files could not be read here
+    /// or the picture cannot be fed to the decoder (which stays as it was),
     /// `Err` when the decoder failed (it is stopped; the caller makes it the one-shot way).
     async fn extract_warm_decoder(
         &self,

@@ -258,6 +258,24 @@ fn keyframe_starts(init: &ClipInit, frags: &[Bytes]) -> Vec<usize> {
         .collect()
 }
 
+/// The segment of `frags` from keyframe `from` to keyframe `to` (indices into
+/// [`keyframe_starts`]) and its frames as the whole segment decodes (the truth to compare with).
+fn gops(
+    dir: &Path,
+    init_bytes: &Bytes,
+    init: &ClipInit,
+    frags: &[Bytes],
+    from: usize,
+    to: usize,
+) -> (Bytes, Vec<(f64, String)>) {
+    let starts = keyframe_starts(init, frags);
+    assert!(starts.len() > to, "{starts:?}");
+    let segment = Bytes::from(frags[starts[from]..starts[to]].concat());
+    let whole = dir.join("whole.mp4");
+    std::fs::write(&whole, [&init_bytes[..], &segment[..]].concat()).unwrap();
+    (segment, frames(&whole))
+}
+
 /// A frame's input for a decoder ([`picture`]) decodes to exactly that frame of the segment,
 /// for every frame of a segment of two GOPs with B-frames cut into parts as the ingest cuts them:
 /// from the nearer keyframe, without the pictures nothing refers to.
@@ -267,12 +285,7 @@ fn a_pictures_input_decodes_to_that_frame_from_the_nearest_keyframe_without_unre
     let (init_bytes, frags, _) = source(dir.path());
     let init = ClipInit::parse(init_bytes.clone()).unwrap();
     // A segment from the second keyframe to the fourth: two GOPs of 25 frames, 10 fragments.
-    let starts = keyframe_starts(&init, &frags);
-    assert!(starts.len() >= 4, "{starts:?}");
-    let segment = Bytes::from(frags[starts[1]..starts[3]].concat());
-    let whole = dir.path().join("whole.mp4");
-    std::fs::write(&whole, [&init_bytes[..], &segment[..]].concat()).unwrap();
-    let truth = frames(&whole);
+    let (segment, truth) = gops(dir.path(), &init_bytes, &init, &frags, 1, 3);
     assert_eq!(truth.len(), 50);
     let mut skipped = 0;
     for (i, want) in truth.iter().enumerate() {
@@ -311,12 +324,8 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
     let dir = tempfile::tempdir().unwrap();
     let (init_bytes, frags, _) = source(dir.path());
     let init = ClipInit::parse(init_bytes.clone()).unwrap();
-    let starts = keyframe_starts(&init, &frags);
     // Three GOPs of 25 frames.
-    let segment = Bytes::from(frags[starts[0]..starts[3]].concat());
-    let whole = dir.path().join("whole.mp4");
-    std::fs::write(&whole, [&init_bytes[..], &segment[..]].concat()).unwrap();
-    let truth = frames(&whole);
+    let (segment, truth) = gops(dir.path(), &init_bytes, &init, &frags, 0, 3);
     assert_eq!(truth.len(), 75);
     let mut child = Command::new("ffmpeg")
         .args([
