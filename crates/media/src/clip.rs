@@ -20,6 +20,7 @@
 //! the last is the last frame that starts before `to`; the clip lasts until that frame ends (the
 //! next frame's time, or the segment's end), so its duration is a whole number of frames.
 
+mod filler;
 mod picture;
 mod scan;
 #[cfg(test)]

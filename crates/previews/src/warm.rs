@@ -9,8 +9,10 @@
 //! frame asked for has a presentation time of 1 modulo 4, which a fixed `select` lets through
 //! (`-copyts` keeps the times as written). A decoder holds pictures back (to put B-frames in
 //! order, and one per extra frame thread) until more come; without an end of input to flush it,
-//! the fragment ends with copies of its keyframe ("fillers", never shown) that push the frame out:
-//! the stream's reorder depth (announced in its SPS, else what the segment shows) less the
+//! the fragment ends with filler pictures (never shown) that push the frame out (each a flat grey
+//! IDR picture written for the stream, next to nothing to decode, or for a stream it cannot be
+//! written for a copy of the keyframe; [`hlsmark_media::clip::feed_picture`]). As many as the
+//! stream's reorder depth (announced in its SPS, else what the segment shows) less the
 //! pictures the decoder already holds that are shown after the frame, plus the extra threads
 //! (exact for libx264 streams with and without B-frames: a test checks that one fewer leaves the
 //! frame in), and one more each time the frame is late ([`hlsmark_media::clip::feed_filler`]),
@@ -41,7 +43,7 @@ pub const WARM_TIMEOUT: Duration = Duration::from_secs(3);
 const THREADS: usize = 2;
 /// Fillers added to one picture at most before the decoder is given up.
 const MAX_NUDGES: usize = 16;
-/// Fillers learned at most (each costs a keyframe's decode per picture).
+/// Fillers learned at most (each one more picture to decode per picture).
 const MAX_EXTRA: usize = 4;
 /// The largest JPEG taken from the decoder.
 const MAX_PICTURE: usize = 32 << 20;
@@ -225,6 +227,7 @@ impl Warm {
                         fillers = p.fillers,
                         reorder = p.reorder,
                         held = p.held,
+                        light = p.light,
                         nudges,
                         extra = self.extra,
                         ms = t0.elapsed().as_secs_f64() * 1e3,

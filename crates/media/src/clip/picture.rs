@@ -18,6 +18,7 @@
 use bytes::Bytes;
 use mp4_atom::Codec;
 
+use super::filler::light_filler;
 use super::{
     ClipError, ClipInit, OutTrack, ReadAt, body_of, container, edit, encoded, ftyp, moov,
     non_negative,
@@ -203,9 +204,11 @@ pub struct FeedPicture {
     pub held: usize,
     /// Fillers in the fragment (what `fillers` answered for `reorder` less `held`).
     pub fillers: usize,
-    /// The video track and the keyframe's sample (for [`feed_filler`]).
+    /// Whether the fillers are the light grey picture ([`super::filler`]), not keyframe copies.
+    pub light: bool,
+    /// The video track and the filler's sample (for [`feed_filler`]).
     pub track: u32,
-    pub keyframe: Bytes,
+    pub filler: Bytes,
 }
 
 /// The init section of a decoder kept running: `ftyp`, and a `moov` with the video track's
@@ -236,8 +239,9 @@ pub fn feed_init(init: &ClipInit) -> Result<Vec<u8>, ClipError> {
 }
 
 /// The fragment that gives frame `index` of `segment` to a decoder kept running on
-/// [`feed_init`] of `init`: the samples [`picture`] keeps, then `fillers` copies of their
-/// keyframe, which push the frame out of a decoder that holds pictures back (to reorder them,
+/// [`feed_init`] of `init`: the samples [`picture`] keeps, then `fillers` filler pictures (a
+/// flat grey IDR picture written for the stream, [`super::filler`], or where that cannot be
+/// written, copies of the keyframe), which push the frame out of a decoder that holds pictures back (to reorder them,
 /// or one per extra frame thread) and are never shown (see [`FEED_STEP`]). `fillers` is told
 /// how many pictures the reordering alone needs after the frame: the decoder's reorder depth
 /// ([`FeedPicture::reorder`]) less those it already holds that are shown after the frame
@@ -290,6 +294,15 @@ pub fn feed_picture(
         shown_at[j] = r as u64;
     }
     let key_bytes = sel.bytes_of(sel.key);
+    let light = avcc(init, sel.video.id).and_then(|c| {
+        light_filler(
+            &c.sequence_parameter_sets,
+            &c.picture_parameter_sets,
+            key_bytes,
+            n,
+        )
+    });
+    let filler: &[u8] = light.as_deref().unwrap_or(key_bytes);
     let flags = |key: bool| if key { 0x0200_0000 } else { 0x0101_0000 };
     let mut entries = Vec::with_capacity(sel.kept.len() + fillers);
     for (j, &i) in sel.kept.iter().enumerate() {
@@ -306,14 +319,14 @@ pub fn feed_picture(
     for _ in 0..fillers {
         entries.push(mp4_atom::TrunEntry {
             duration: Some(STEP),
-            size: Some(u32::try_from(key_bytes.len()).unwrap_or(u32::MAX)),
+            size: Some(u32::try_from(filler.len()).unwrap_or(u32::MAX)),
             flags: Some(flags(true)),
             // Shown after the picture's frames (k + j steps after its own decode time).
             cts: Some(i64::try_from(k * step).unwrap_or(i64::MAX)),
         });
     }
     let mut payload: Vec<&[u8]> = sel.kept.iter().map(|&i| sel.bytes_of(i)).collect();
-    payload.extend(std::iter::repeat_n(key_bytes, fillers));
+    payload.extend(std::iter::repeat_n(filler, fillers));
     let fragment = fragment(sel.video.id, sequence, base, entries, &payload)?;
     Ok(FeedPicture {
         fragment,
@@ -323,13 +336,14 @@ pub fn feed_picture(
         reorder,
         held,
         fillers,
+        light: light.is_some(),
         track: sel.video.id,
-        keyframe: Bytes::copy_from_slice(key_bytes),
+        filler: Bytes::copy_from_slice(filler),
     })
 }
 
 /// One more filler after `picture` (a decoder that holds back more pictures than thought): a
-/// fragment of one copy of its keyframe at `base`, and the next fragment's `tfdt`.
+/// fragment of one filler at `base`, and the next fragment's `tfdt`.
 pub fn feed_filler(
     picture: &FeedPicture,
     sequence: u32,
@@ -337,7 +351,7 @@ pub fn feed_filler(
 ) -> Result<(Vec<u8>, u64), ClipError> {
     let entry = mp4_atom::TrunEntry {
         duration: Some(STEP),
-        size: Some(u32::try_from(picture.keyframe.len()).unwrap_or(u32::MAX)),
+        size: Some(u32::try_from(picture.filler.len()).unwrap_or(u32::MAX)),
         flags: Some(0x0200_0000),
         cts: Some(i64::from(STEP)),
     };
@@ -346,7 +360,7 @@ pub fn feed_filler(
         sequence,
         base,
         vec![entry],
-        &[&picture.keyframe],
+        &[&picture.filler],
     )?;
     Ok((f, base + 2 * FEED_STEP))
 }

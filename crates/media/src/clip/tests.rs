@@ -22,12 +22,23 @@ fn t(n: i64) -> i64 {
 /// 4 s of 25 fps test pattern (2 B-frames, a keyframe every second) with AAC 48 kHz, as
 /// hlsmark's ingest asks ffmpeg for it: `(init, every fragment as its own segment file)`.
 fn source(dir: &Path) -> (Bytes, Vec<Bytes>, std::path::PathBuf) {
-    let path = dir.join("src.mp4");
+    source_preset(dir, "ultrafast")
+}
+
+/// [`source`] from libx264's `preset` (ultrafast: CAVLC, no deblocking; the others CABAC, 8x8
+/// transforms, weighted prediction).
+fn source_preset(dir: &Path, preset: &str) -> (Bytes, Vec<Bytes>, std::path::PathBuf) {
+    source_with(dir, preset, &[])
+}
+
+/// [`source_preset`] with more encoder options.
+fn source_with(dir: &Path, preset: &str, more: &[&str]) -> (Bytes, Vec<Bytes>, std::path::PathBuf) {
+    let path = dir.join(format!("src-{preset}{}.mp4", more.concat()));
     let res = Command::new("ffmpeg")
         .args(["-y", "-v", "error", "-nostdin", "-f", "lavfi", "-i"])
         .arg("testsrc2=size=160x96:rate=25")
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "4", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-t", "4", "-c:v", "libx264", "-preset", preset])
         .args([
             "-bf",
             "2",
@@ -38,6 +49,7 @@ fn source(dir: &Path) -> (Bytes, Vec<Bytes>, std::path::PathBuf) {
             "-sc_threshold",
             "0",
         ])
+        .args(more)
         .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", "48000"])
         .args([
             "-f",
@@ -318,11 +330,18 @@ fn a_pictures_input_decodes_to_that_frame_from_the_nearest_keyframe_without_unre
 /// depth the stream announces (libx264's b-pyramid: 2, though these frames show 1) less the
 /// pictures the decoder holds that are shown after the frame, plus one for the second frame
 /// thread; one fewer and the frame stays in the decoder until [`feed_filler`] pushes it out.
+/// The fillers are the light grey picture, for a CAVLC stream and a CABAC one.
 #[test]
 fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_in() {
+    for preset in ["ultrafast", "medium"] {
+        kept_running(preset);
+    }
+}
+
+fn kept_running(preset: &str) {
     use std::io::{BufRead as _, Write as _};
     let dir = tempfile::tempdir().unwrap();
-    let (init_bytes, frags, _) = source(dir.path());
+    let (init_bytes, frags, _) = source_preset(dir.path(), preset);
     let init = ClipInit::parse(init_bytes.clone()).unwrap();
     // Three GOPs of 25 frames.
     let (segment, truth) = gops(dir.path(), &init_bytes, &init, &frags, 0, 3);
@@ -371,7 +390,8 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
         })
         .unwrap();
         sequence += 1;
-        assert_eq!(p.reorder, 2, "the depth libx264 announces");
+        assert_eq!(p.reorder, 2, "{preset}: the depth libx264 announces");
+        assert!(p.light, "{preset}: light fillers");
         assert_eq!(p.fillers, 2 - p.held + 1 - usize::from(one_short));
         by_held[p.held.min(2)] += 1;
         base = p.next_base;
@@ -381,7 +401,7 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
             assert!(
                 rx.recv_timeout(std::time::Duration::from_millis(300))
                     .is_err(),
-                "frame {i}: out with one filler too few ({p:?})"
+                "{preset} frame {i}: out with one filler too few ({p:?})"
             );
             let (f, next) = feed_filler(&p, sequence, base).unwrap();
             sequence += 1;
@@ -398,7 +418,7 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
         };
         let pts: u64 = field(" pts:").parse().unwrap();
         assert_eq!(pts % FEED_STEP, FEED_TARGET, "{line}");
-        assert_eq!(field("checksum:"), truth[i].1, "frame {i}: {line}");
+        assert_eq!(field("checksum:"), truth[i].1, "{preset} frame {i}: {line}");
     }
     assert!(
         by_held[0] > 0 && by_held[1] > 0,
@@ -413,4 +433,77 @@ fn a_decoder_kept_running_gives_each_frame_asked_for_as_soon_as_its_fragment_is_
     // Not H.264 from an IDR picture: refused, so the caller decodes as `picture` does.
     let not_h264 = Bytes::from_static(b"");
     assert!(feed_picture(&init, &not_h264, 0, 1, 0, |_| 0).is_err());
+}
+
+/// Every decoded video frame of `path` as raw 4:2:0 planes of `size` bytes in all, presentation
+/// order; the decoder stops at the first error (`-err_detect explode -xerror`) and may say
+/// nothing.
+fn raw_frames(path: &Path, size: usize) -> Vec<Vec<u8>> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-nostdin", "-err_detect"])
+        .args(["explode", "-xerror", "-copyts", "-i"])
+        .arg(path)
+        .args(["-an", "-fps_mode", "passthrough"])
+        .args(["-pix_fmt", "yuv420p", "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {log}", path.display());
+    assert!(log.trim().is_empty(), "the decoder complains: {log}");
+    assert_eq!(out.stdout.len() % size, 0);
+    out.stdout.chunks(size).map(<[u8]>::to_vec).collect()
+}
+
+/// The light filler ([`super::filler`]) is an IDR picture a real decoder takes without a
+/// complaint, for a CAVLC stream and a CABAC one alike (its own PPS): after the frames of a
+/// picture, each filler decodes to a flat grey frame of the stream's size (every sample 128), and the frame asked
+/// for is intact.
+#[test]
+fn the_light_filler_decodes_without_error_to_a_grey_frame_of_the_streams_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 160 * 96 * 3 / 2;
+    for preset in ["ultrafast", "medium"] {
+        let (init_bytes, frags, _) = source_preset(dir.path(), preset);
+        let init = ClipInit::parse(init_bytes.clone()).unwrap();
+        let (segment, _) = gops(dir.path(), &init_bytes, &init, &frags, 1, 2);
+        let truth = raw_frames(&dir.path().join("whole.mp4"), size);
+        assert_eq!(truth.len(), 25);
+        // The keyframe itself (a closed GOP shows it first) and a B-frame after it.
+        for index in [0, 5, 11] {
+            let p = feed_picture(&init, &segment, index, 1, 0, |_| 3).unwrap();
+            assert!(p.light, "{preset}: a light filler is written");
+            assert_eq!(p.fillers, 3);
+            assert!(p.filler.len() < 200, "{preset}: {} bytes", p.filler.len());
+            let path = dir.path().join(format!("feed-{preset}-{index}.mp4"));
+            std::fs::write(&path, [feed_init(&init).unwrap(), p.fragment].concat()).unwrap();
+            let got = raw_frames(&path, size);
+            assert_eq!(got.len(), p.samples + 3, "{preset} {index}");
+            assert!(
+                got[..p.samples].contains(&truth[index]),
+                "{preset}: frame {index} among the picture's frames"
+            );
+            for f in &got[p.samples..] {
+                assert!(f.iter().all(|&v| v == 128), "{preset}: a flat grey filler");
+            }
+        }
+    }
+}
+
+/// A stream the light filler cannot be written for (interlaced: field or MBAFF pictures) keeps
+/// copies of the keyframe as fillers, and the frame still comes out of a real decoder.
+#[test]
+fn an_interlaced_stream_keeps_keyframe_copies_as_fillers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (init_bytes, frags, _) = source_with(dir.path(), "veryfast", &["-flags", "+ildct+ilme"]);
+    let init = ClipInit::parse(init_bytes.clone()).unwrap();
+    let (segment, _) = gops(dir.path(), &init_bytes, &init, &frags, 1, 2);
+    let truth = raw_frames(&dir.path().join("whole.mp4"), 160 * 96 * 3 / 2);
+    let p = feed_picture(&init, &segment, 5, 1, 0, |_| 3).unwrap();
+    assert!(!p.light);
+    assert!(p.filler.len() > 200, "a keyframe, not a flat picture");
+    let path = dir.path().join("feed-interlaced.mp4");
+    std::fs::write(&path, [feed_init(&init).unwrap(), p.fragment].concat()).unwrap();
+    let got = raw_frames(&path, 160 * 96 * 3 / 2);
+    assert_eq!(got.len(), p.samples + 3);
+    assert!(got[..p.samples].contains(&truth[5]));
 }
