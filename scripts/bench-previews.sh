@@ -10,7 +10,9 @@
 #   scripts/bench-previews.sh                                          (GIF 480x270, 1/10/100)
 #   PREVIEW_WIDTH=1280 ROWS="idle mjpeg:1 mjpeg:100" scripts/bench-previews.sh   (MJPEG 720p)
 #   ROUNDS (3), MEASURE (10), SETTLE (3), PREVIEW_WIDTH (480), ROWS ("idle gif:1 gif:10 gif:100
-#   mjpeg:1 mjpeg:100"), HLSMARK_BIN (target/release/hlsmark, built if missing)
+#   mjpeg:1 mjpeg:100"), HLSMARK_BIN (target/release/hlsmark, built if missing), SOURCE (a file
+#   or URL for --source, looped and encoded, instead of the generator: e.g. a still camera-like
+#   scene, whose GIF sends only what changes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${HLSMARK_BIN:-target/release/hlsmark}
@@ -38,7 +40,9 @@ NICE=()
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-setsid "${NICE[@]}" "$BIN" run --data-dir "$dir/data" --stream live --width 1280 --height 720 --fps 30 \
+src=(--width 1280 --height 720 --fps 30)
+[[ -n ${SOURCE:-} ]] && src=(--source "$SOURCE")
+setsid "${NICE[@]}" "$BIN" run --data-dir "$dir/data" --stream live "${src[@]}" \
   --preview-width "$PREVIEW_WIDTH" --preview-fps 10 --preview-max-viewers 500 \
   --sse-max-per-ip 500 --sse-max-clients 1000 \
   --listen "127.0.0.1:$port" >"$dir/run.log" 2>&1 &
@@ -50,7 +54,7 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 sleep 3
-echo "# hlsmark run (pid $pid) on :$port; preview ${PREVIEW_WIDTH} px 10 fps; $(nproc) cores; priority ${NICE[*]:-none}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# hlsmark run (pid $pid) on :$port; source ${SOURCE:-the generator}; preview ${PREVIEW_WIDTH} px 10 fps; $(nproc) cores; priority ${NICE[*]:-none}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 # The viewers in a session of their own too (boosted alike), so they read as fast as they can.
 cat >"$dir/viewers.py" <<'PY'
 import asyncio, os, statistics, sys, time

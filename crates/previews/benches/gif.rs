@@ -1,6 +1,9 @@
 //! What one GIF preview picture costs on one core at 480x270 (issue 14's target: quantize and
 //! encode <= 5 ms): JPEG decode (what the encoder gets from the feed), the fixed-palette lookup,
-//! and the palette + LZW of the `gif` crate, each timed per picture over pictures ffmpeg made of
+//! and the palette + LZW of the `gif` crate (each picture written whole and as its change from
+//! the picture before: the most an encoder does, when a viewer needs the whole picture; then as
+//! an encoder with every viewer keeping up does, the change alone unless it does not pay), each
+//! timed per picture over pictures ffmpeg made of
 //! a busy test pattern (testsrc2: moving shapes, gradients, text; harder for LZW than the
 //! generator's checkerboard). Prints medians and p90 of several rounds.
 //!
@@ -69,13 +72,15 @@ fn main() {
     let mut rows: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
         ("jpeg decode", vec![], vec![]),
         ("quantize (palette lookup)", vec![], vec![]),
-        ("quantize + encode (LZW)", vec![], vec![]),
-        ("all: decode + quantize + encode", vec![], vec![]),
+        ("quantize + encode whole + change", vec![], vec![]),
+        ("decode + quantize + encode (steady)", vec![], vec![]),
     ];
-    let mut bytes = 0usize;
+    let (mut whole, mut delta, mut deltas) = (0usize, 0usize, 0usize);
     for _ in 0..ROUNDS {
         let mut t: [Vec<Duration>; 4] = Default::default();
         let mut w = GifWriter::new(WIDTH, HEIGHT, 10).unwrap();
+        let mut w_all = GifWriter::new(WIDTH, HEIGHT, 10).unwrap();
+        (whole, delta, deltas) = (0, 0, 0);
         for (jpeg, rgb) in jpegs.iter().zip(&rgbs) {
             let s = Instant::now();
             black_box(decode(jpeg));
@@ -84,10 +89,15 @@ fn main() {
             black_box(palette.indices(rgb));
             t[1].push(s.elapsed());
             let s = Instant::now();
-            bytes = black_box(w.frame(rgb).unwrap()).len();
+            let f = black_box(w.frame(rgb, true).unwrap());
             t[2].push(s.elapsed());
+            whole += f.whole.as_ref().map_or(0, Bytes::len);
+            if let Some(d) = &f.delta {
+                delta += d.len();
+                deltas += 1;
+            }
             let s = Instant::now();
-            black_box(w.frame(&decode(jpeg)).unwrap());
+            black_box(w_all.frame(&decode(jpeg), false).unwrap());
             t[3].push(s.elapsed());
         }
         for (row, times) in rows.iter_mut().zip(t.iter_mut()) {
@@ -97,7 +107,10 @@ fn main() {
     }
     println!(
         "# GIF {WIDTH}x{HEIGHT}, {PICTURES} pictures x {ROUNDS} rounds on one thread; \
-         median of the rounds' p50 and p90 per picture (last frame {bytes} B)"
+         median of the rounds' p50 and p90 per picture (mean whole picture {} B, mean change \
+         {} B, {deltas} changes smaller than the whole)",
+        whole / PICTURES,
+        delta / deltas.max(1)
     );
     for (name, p50, p90) in rows {
         println!(

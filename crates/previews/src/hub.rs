@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -150,6 +150,8 @@ struct Key {
 struct Encoder {
     /// Viewers by the thread whose runtime writes their answers.
     groups: Mutex<Vec<Group>>,
+    /// A viewer needs the next picture whole (GIF): it is new, or lost the picture before.
+    wants_whole: Arc<AtomicBool>,
 }
 
 impl Encoder {
@@ -180,7 +182,13 @@ struct Group {
 #[derive(Debug, Clone)]
 struct Piece {
     header: Option<Bytes>,
-    body: Bytes,
+    /// The picture whole (`None`: a GIF picture only its change was made of, as nobody needed
+    /// it whole when it was encoded).
+    body: Option<Bytes>,
+    /// The encoder's count of pictures sent out, this one's.
+    seq: u64,
+    /// The picture as a change from the one before it (GIF), for viewers that got that one.
+    delta: Option<Bytes>,
 }
 
 /// Pictures a relay may hold: its thread is busy for that long before its viewers lose one.
@@ -191,6 +199,8 @@ struct Slot {
     tx: mpsc::Sender<Bytes>,
     /// The GIF header went out.
     started: bool,
+    /// The last picture this viewer was given ([`Piece::seq`]): a delta is only for the next.
+    last: Option<u64>,
 }
 
 /// One viewer's pictures, in order. Dropping it leaves.
@@ -323,7 +333,11 @@ impl Hub {
             fps: fps.unwrap_or(e.fps).min(e.feed.fps()),
         };
         let (tx, rx) = mpsc::channel(cfg.queue.max(2));
-        let slot = Slot { tx, started: false };
+        let slot = Slot {
+            tx,
+            started: false,
+            last: None,
+        };
         match e.encoders.get(&key) {
             Some(enc) => join(enc, slot, &e.counters, format),
             None => {
@@ -444,6 +458,7 @@ impl EncoderJob {
         let mut credit = have.saturating_sub(want);
         let mut gif: Option<GifWriter> = None;
         let mut warned = false;
+        let mut sent_out = 0u64;
         loop {
             let frame = self.feed.wait_after(last_seq, IDLE_CHECK);
             if self.stop_if_alone() {
@@ -460,7 +475,7 @@ impl EncoderJob {
                 Format::Gif => self.gif_frame(&mut gif, &frame),
                 Format::Mjpeg => self.mjpeg_part(&frame),
             };
-            let (header, body) = match encoded {
+            let (header, body, delta) = match encoded {
                 Ok(x) => x,
                 Err(e) => {
                     if !warned {
@@ -470,7 +485,13 @@ impl EncoderJob {
                     continue;
                 }
             };
-            self.fan_out(header, body);
+            sent_out += 1;
+            self.fan_out(Piece {
+                header,
+                body,
+                seq: sent_out,
+                delta,
+            });
         }
         tracing::debug!(stream = %self.stream, format = self.key.format.as_str(), "preview encoder stopped");
     }
@@ -500,16 +521,23 @@ impl EncoderJob {
     }
 
     /// One wake per relay (HTTP worker), or the viewers themselves when they have none.
-    fn fan_out(&self, header: Option<Bytes>, body: Bytes) {
-        let piece = Piece { header, body };
+    fn fan_out(&self, piece: Piece) {
         let format = self.key.format;
         for g in lock(&self.enc.groups).iter() {
             match &g.relay {
-                None => deliver(&g.viewers, &piece, &self.counters, format),
+                None => deliver(
+                    &g.viewers,
+                    &piece,
+                    &self.counters,
+                    format,
+                    &self.enc.wants_whole,
+                ),
                 Some(relay) => match relay.try_send(piece.clone()) {
                     Ok(()) | Err(TrySendError::Closed(_)) => {}
-                    // Its thread is stuck: each of its viewers loses this picture.
+                    // Its thread is stuck: each of its viewers loses this picture (and needs
+                    // the next whole).
                     Err(TrySendError::Full(_)) => {
+                        self.enc.wants_whole.store(true, Ordering::Relaxed);
                         let n = lock(&g.viewers).len() as u64;
                         self.counters.dropped[format.slot()].fetch_add(n, Ordering::Relaxed);
                     }
@@ -538,11 +566,7 @@ impl EncoderJob {
         Ok(scaled.into_raw())
     }
 
-    fn gif_frame(
-        &self,
-        gif: &mut Option<GifWriter>,
-        f: &Frame,
-    ) -> Result<(Option<Bytes>, Bytes), PreviewError> {
+    fn gif_frame(&self, gif: &mut Option<GifWriter>, f: &Frame) -> Result<Encoded, PreviewError> {
         let w = match gif {
             Some(w) => w,
             None => {
@@ -552,13 +576,13 @@ impl EncoderJob {
         };
         // The screen size is fixed by the header: a source that changes size is scaled to it.
         let rgb = Self::rgb(f, w.size())?;
-        let frame = w.frame(&rgb)?;
-        Ok((Some(w.header()), frame))
+        let frame = w.frame(&rgb, self.enc.wants_whole.swap(false, Ordering::Relaxed))?;
+        Ok((Some(w.header()), frame.whole, frame.delta))
     }
 
-    fn mjpeg_part(&self, f: &Frame) -> Result<(Option<Bytes>, Bytes), PreviewError> {
+    fn mjpeg_part(&self, f: &Frame) -> Result<Encoded, PreviewError> {
         if f.width == self.key.width {
-            return Ok((None, mjpeg::part(&f.jpeg)));
+            return Ok((None, Some(mjpeg::part(&f.jpeg)), None));
         }
         let size = self.out_size(f);
         let rgb = Self::rgb(f, size)?;
@@ -566,15 +590,21 @@ impl EncoderJob {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
             .encode(&rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
             .map_err(PreviewError::Image)?;
-        Ok((None, mjpeg::part(&out)))
+        Ok((None, Some(mjpeg::part(&out)), None))
     }
 }
+
+/// A picture encoded: the header a new viewer starts with, the picture whole, and the picture as
+/// a change from the one before ([`Piece`]).
+type Encoded = (Option<Bytes>, Option<Bytes>, Option<Bytes>);
 
 /// Adds a viewer to the group of the calling thread's runtime, starting that group's relay on
 /// the runtime when it has none yet.
 fn join(enc: &Encoder, slot: Slot, counters: &Arc<Counters>, format: Format) {
     let runtime = tokio::runtime::Handle::try_current().ok();
     let thread = runtime.as_ref().map(|_| std::thread::current().id());
+    // A new viewer starts with a whole picture.
+    enc.wants_whole.store(true, Ordering::Relaxed);
     let mut groups = lock(&enc.groups);
     if let Some(g) = groups.iter().find(|g| g.thread == thread) {
         lock(&g.viewers).push(slot);
@@ -584,9 +614,10 @@ fn join(enc: &Encoder, slot: Slot, counters: &Arc<Counters>, format: Format) {
     let relay = runtime.map(|rt| {
         let (tx, mut rx) = mpsc::channel::<Piece>(RELAY_QUEUE);
         let (mine, counters) = (viewers.clone(), counters.clone());
+        let wants_whole = enc.wants_whole.clone();
         rt.spawn(async move {
             while let Some(piece) = rx.recv().await {
-                deliver(&mine, &piece, &counters, format);
+                deliver(&mine, &piece, &counters, format, &wants_whole);
             }
         });
         tx
@@ -599,10 +630,31 @@ fn join(enc: &Encoder, slot: Slot, counters: &Arc<Counters>, format: Format) {
 }
 
 /// Hands `piece` to each viewer of a group that has room for it (a GIF viewer's first picture
-/// comes with the header); counted once per group.
-fn deliver(viewers: &Mutex<Vec<Slot>>, piece: &Piece, counters: &Counters, format: Format) {
+/// comes with the header; a viewer that got the picture before gets the delta, when there is
+/// one); counted once per group.
+fn deliver(
+    viewers: &Mutex<Vec<Slot>>,
+    piece: &Piece,
+    counters: &Counters,
+    format: Format,
+    wants_whole: &AtomicBool,
+) {
     let (mut sent, mut dropped) = (0, 0);
     for s in lock(viewers).iter_mut() {
+        let body = match (&piece.delta, &piece.body) {
+            (Some(d), _) if s.last.is_some_and(|l| l + 1 == piece.seq) => d.clone(),
+            (_, Some(w)) => w.clone(),
+            // Only the change was made, and this viewer did not get the picture before (it
+            // lost it while this one was being made, or starts now): it waits for the next,
+            // which is made whole.
+            _ => {
+                wants_whole.store(true, Ordering::Relaxed);
+                if s.started {
+                    dropped += 1;
+                }
+                continue;
+            }
+        };
         if !s.started {
             // A fresh queue has room for the header and the picture.
             if let Some(h) = &piece.header
@@ -612,9 +664,15 @@ fn deliver(viewers: &Mutex<Vec<Slot>>, piece: &Piece, counters: &Counters, forma
             }
             s.started = true;
         }
-        match s.tx.try_send(piece.body.clone()) {
-            Ok(()) => sent += 1,
-            Err(TrySendError::Full(_)) => dropped += 1,
+        match s.tx.try_send(body) {
+            Ok(()) => {
+                s.last = Some(piece.seq);
+                sent += 1;
+            }
+            Err(TrySendError::Full(_)) => {
+                dropped += 1;
+                wants_whole.store(true, Ordering::Relaxed);
+            }
             Err(TrySendError::Closed(_)) => {}
         }
     }
@@ -816,5 +874,113 @@ mod tests {
         let mut d = gif::DecodeOptions::new().read_info(&gif[..]).unwrap();
         let f = d.read_next_frame().unwrap().unwrap();
         assert_eq!((f.width, f.height), (80, 45));
+    }
+
+    /// A grey 160x90 JPEG with a white square at column `x`.
+    fn square_at(x: u32) -> Bytes {
+        let img = image::RgbImage::from_fn(160, 90, |px, py| {
+            if (x..x + 16).contains(&px) && (30..46).contains(&py) {
+                image::Rgb([255, 255, 255])
+            } else {
+                image::Rgb([90, 90, 90])
+            }
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(&img)
+            .unwrap();
+        Bytes::from(out)
+    }
+
+    /// The screens a GIF stream (no trailer) draws, one per whole frame: (whether the frame covered the
+    /// screen opaquely, RGBA of the screen after it).
+    fn screens(bytes: &[u8]) -> Vec<(bool, Vec<u8>)> {
+        let mut opts = gif::DecodeOptions::new();
+        opts.set_color_output(gif::ColorOutput::RGBA);
+        let mut d = opts.read_info(bytes).unwrap();
+        let sw = usize::from(d.width());
+        let full = (d.width(), d.height());
+        let mut screen = vec![0u8; sw * usize::from(d.height()) * 4];
+        let mut out = Vec::new();
+        while let Ok(Some(f)) = d.read_next_frame() {
+            let (l, t, w) = (
+                usize::from(f.left),
+                usize::from(f.top),
+                usize::from(f.width),
+            );
+            for (i, px) in f.buffer.chunks_exact(4).enumerate() {
+                if px[3] != 0 {
+                    let at = ((t + i / w) * sw + l + i % w) * 4;
+                    screen[at..at + 4].copy_from_slice(px);
+                }
+            }
+            out.push((
+                (f.width, f.height) == full && f.transparent.is_none(),
+                screen.clone(),
+            ));
+        }
+        out
+    }
+
+    /// GIF viewers that got the picture before get its change from it, a small block; a viewer
+    /// that lost pictures gets the next one whole, and after it sees the same screen as the
+    /// viewer that got them all.
+    #[test]
+    fn a_gif_viewer_gets_changes_and_after_a_loss_the_whole_picture() {
+        let hub = Hub::default();
+        let feed = hub.register("cam", 160, 10);
+        let mut fast = hub.subscribe("cam", Format::Gif, None, None).unwrap();
+        let mut slow = hub.subscribe("cam", Format::Gif, None, None).unwrap();
+        let rt = rt();
+        let next = |v: &mut Viewer| {
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), v.recv()).await })
+                .unwrap()
+                .unwrap()
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 0..10u32 {
+            feed.publish(square_at(8 + 12 * i));
+            if i == 0 {
+                a.extend_from_slice(&next(&mut fast));
+            }
+            let piece = next(&mut fast);
+            if i > 0 {
+                assert!(
+                    piece.len() < 1_000,
+                    "picture {i}: a change, {} bytes",
+                    piece.len()
+                );
+            }
+            a.extend_from_slice(&piece);
+            std::thread::sleep(Duration::from_millis(110));
+        }
+        // The slow viewer's queue held the header and 3 pictures; the rest were lost.
+        for _ in 0..4 {
+            b.extend_from_slice(&next(&mut slow));
+        }
+        feed.publish(square_at(40));
+        a.extend_from_slice(&next(&mut fast));
+        b.extend_from_slice(&next(&mut slow));
+        let (sa, sb) = (screens(&a), screens(&b));
+        assert_eq!(sa.len(), 11);
+        assert_eq!(
+            sa.iter().map(|s| s.0).collect::<Vec<_>>(),
+            [[true].as_slice(), &[false; 10]].concat(),
+            "the first whole, then changes"
+        );
+        assert_eq!(sb.len(), 4);
+        assert_eq!(
+            sb.iter().map(|s| s.0).collect::<Vec<_>>(),
+            [true, false, false, true],
+            "after the loss, the whole picture"
+        );
+        assert_eq!(
+            sa.last().unwrap().1,
+            sb.last().unwrap().1,
+            "the same screen"
+        );
+        assert_eq!(sa[2].1, sb[2].1);
+        assert_ne!(sa[2].1, sb[3].1);
+        assert!(hub.stats()[0].dropped >= 6);
     }
 }
