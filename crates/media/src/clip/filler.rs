@@ -43,6 +43,9 @@ pub fn light_filler(
     keyframe: &[u8],
     length_size: usize,
 ) -> Option<Vec<u8>> {
+    if !(1..=4).contains(&length_size) {
+        return None;
+    }
     let in_band = nal_units(keyframe, length_size)?;
     let mut ctx = Context::default();
     let mut used_pps = Vec::new();
@@ -71,7 +74,7 @@ pub fn light_filler(
         SliceHeader::from_bits(&ctx, &mut BitReader::new(&rbsp[..]), header, None).ok()?;
     let pps_id = (0..=255u8).rev().find(|id| !used_pps.contains(id))?;
     // Another id than the keyframe's (two IDR pictures in a row should differ).
-    let idr_pic_id = key.idr_pic_id.map_or(0, |k| (k + 1) % 65_536);
+    let idr_pic_id = key.idr_pic_id.map_or(0, |k| k.wrapping_add(1) % 65_536);
     let mut sample = Vec::new();
     for nal in [
         pps_nal(pps_id, active)?,
@@ -187,4 +190,21 @@ fn idr_nal(pps_id: u8, idr_pic_id: u32, sps: &SeqParameterSet) -> Option<Vec<u8>
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::light_filler;
+
+    /// What it cannot read gives `None` (the caller copies the keyframe), never a panic.
+    #[test]
+    fn unreadable_input_gives_none() {
+        let idr = [0, 0, 0, 5, 0x65, 0x88, 0x84, 0x00, 0x10];
+        assert!(light_filler(&[], &[], &idr, 4).is_none(), "no SPS");
+        assert!(light_filler(&[], &[], &idr, 0).is_none(), "no length size");
+        assert!(light_filler(&[], &[], &idr, 5).is_none());
+        assert!(light_filler(&[], &[], &idr[..6], 4).is_none(), "cut short");
+        assert!(light_filler(&[vec![0x67, 0xff]], &[vec![0x68]], &idr, 4).is_none());
+        assert!(light_filler(&[], &[], &[], 4).is_none(), "no slice");
+    }
 }
