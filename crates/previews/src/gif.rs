@@ -322,7 +322,7 @@ fn delta(last: &[u8], now: &[u8], width: u16) -> Region {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -373,8 +373,9 @@ mod tests {
         assert_eq!(n, 3);
     }
 
-    /// Draws one decoded block (RGBA, transparent pixels alpha 0) onto an RGB canvas.
-    fn draw(canvas: &mut [u8], screen_w: usize, f: &gif::Frame<'_>) {
+    /// Draws one decoded block (RGBA, transparent pixels alpha 0) onto an RGBA canvas
+    /// `screen_w` pixels wide, as a browser does with "do not dispose".
+    pub(crate) fn draw(canvas: &mut [u8], screen_w: usize, f: &gif::Frame<'_>) {
         let (l, t, w) = (
             usize::from(f.left),
             usize::from(f.top),
@@ -384,8 +385,8 @@ mod tests {
             if px[3] == 0 {
                 continue;
             }
-            let at = ((t + i / w) * screen_w + l + i % w) * 3;
-            canvas[at..at + 3].copy_from_slice(&px[..3]);
+            let at = ((t + i / w) * screen_w + l + i % w) * 4;
+            canvas[at..at + 4].copy_from_slice(px);
         }
     }
 
@@ -440,8 +441,8 @@ mod tests {
         }
         let (whole, deltas) = (decode(&whole), decode(&deltas));
         assert_eq!((whole.len(), deltas.len()), (5, 5));
-        let mut a = vec![0u8; sw * sh * 3];
-        let mut b = vec![0u8; sw * sh * 3];
+        let mut a = vec![0u8; sw * sh * 4];
+        let mut b = vec![0u8; sw * sh * 4];
         for i in 0..5 {
             draw(&mut a, sw, &whole[i].1);
             draw(&mut b, sw, &deltas[i].1);

@@ -903,17 +903,7 @@ mod tests {
         let mut screen = vec![0u8; sw * usize::from(d.height()) * 4];
         let mut out = Vec::new();
         while let Ok(Some(f)) = d.read_next_frame() {
-            let (l, t, w) = (
-                usize::from(f.left),
-                usize::from(f.top),
-                usize::from(f.width),
-            );
-            for (i, px) in f.buffer.chunks_exact(4).enumerate() {
-                if px[3] != 0 {
-                    let at = ((t + i / w) * sw + l + i % w) * 4;
-                    screen[at..at + 4].copy_from_slice(px);
-                }
-            }
+            crate::gif::tests::draw(&mut screen, sw, f);
             out.push((
                 (f.width, f.height) == full && f.transparent.is_none(),
                 screen.clone(),
