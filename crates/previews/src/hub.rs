@@ -150,8 +150,11 @@ struct Key {
 struct Encoder {
     /// Viewers by the thread whose runtime writes their answers.
     groups: Mutex<Vec<Group>>,
-    /// A viewer needs the next picture whole (GIF): it is new, or lost the picture before.
+    /// A viewer needs the next picture whole (GIF): it is new, or lost the picture before and
+    /// has room for the next.
     wants_whole: Arc<AtomicBool>,
+    /// GIF pictures made whole (as well as, or instead of, their change).
+    made_whole: AtomicU64,
 }
 
 impl Encoder {
@@ -201,12 +204,20 @@ struct Slot {
     started: bool,
     /// The last picture this viewer was given ([`Piece::seq`]): a delta is only for the next.
     last: Option<u64>,
+    /// It lost a picture while its queue was full ([`Viewer::lost`]).
+    lost: Arc<AtomicBool>,
 }
 
 /// One viewer's pictures, in order. Dropping it leaves.
 #[derive(Debug)]
 pub struct Viewer {
     rx: mpsc::Receiver<Bytes>,
+    /// Set when a picture could not be queued for this viewer (its queue was full). The viewer
+    /// asks for the next picture whole once it has taken one out: a viewer that reads nothing
+    /// does not make the encoder write every picture whole as well as its change.
+    lost: Arc<AtomicBool>,
+    /// The encoder's [`Encoder::wants_whole`].
+    wants_whole: Arc<AtomicBool>,
     pub format: Format,
     pub width: u32,
     pub fps: u32,
@@ -216,7 +227,20 @@ pub struct Viewer {
 impl Viewer {
     /// The next piece of the answer (`None` once the encoder is gone).
     pub async fn recv(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Self::recv`] for a hand-written `Stream`: `Pending` registers `cx`'s waker.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Bytes>> {
+        let got = self.rx.poll_recv(cx);
+        if got.is_ready()
+            && self.lost.load(Ordering::Relaxed)
+            && self.lost.swap(false, Ordering::Relaxed)
+        {
+            // There is room now: the next picture is made whole for it.
+            self.wants_whole.store(true, Ordering::Relaxed);
+        }
+        got
     }
 }
 
@@ -333,13 +357,18 @@ impl Hub {
             fps: fps.unwrap_or(e.fps).min(e.feed.fps()),
         };
         let (tx, rx) = mpsc::channel(cfg.queue.max(2));
+        let lost = Arc::new(AtomicBool::new(false));
         let slot = Slot {
             tx,
             started: false,
             last: None,
+            lost: lost.clone(),
         };
-        match e.encoders.get(&key) {
-            Some(enc) => join(enc, slot, &e.counters, format),
+        let wants_whole = match e.encoders.get(&key) {
+            Some(enc) => {
+                join(enc, slot, &e.counters, format);
+                enc.wants_whole.clone()
+            }
             None => {
                 let enc = Arc::new(Encoder::default());
                 join(&enc, slot, &e.counters, format);
@@ -360,9 +389,11 @@ impl Hub {
                     .name(format!("preview-{}", format.as_str()))
                     .spawn(move || job.run())
                     .map_err(|e| PreviewError::Thread(e.to_string()))?;
+                let wants_whole = enc.wants_whole.clone();
                 e.encoders.insert(key, enc);
+                wants_whole
             }
-        }
+        };
         if !e.in_process
             && !e.poller
             && let Some(root) = &cfg.files_root
@@ -382,6 +413,8 @@ impl Hub {
         e.viewers += 1;
         Ok(Viewer {
             rx,
+            lost,
+            wants_whole,
             format,
             width: key.width,
             fps: key.fps,
@@ -577,6 +610,9 @@ impl EncoderJob {
         // The screen size is fixed by the header: a source that changes size is scaled to it.
         let rgb = Self::rgb(f, w.size())?;
         let frame = w.frame(&rgb, self.enc.wants_whole.swap(false, Ordering::Relaxed))?;
+        if frame.whole.is_some() {
+            self.enc.made_whole.fetch_add(1, Ordering::Relaxed);
+        }
         Ok((Some(w.header()), frame.whole, frame.delta))
     }
 
@@ -617,6 +653,14 @@ fn join(enc: &Encoder, slot: Slot, counters: &Arc<Counters>, format: Format) {
         let wants_whole = enc.wants_whole.clone();
         rt.spawn(async move {
             while let Some(piece) = rx.recv().await {
+                // This thread's own copy of the picture: each of its viewers' answers takes a
+                // reference and drops it once written, and a count shared with the other
+                // workers' viewers would bounce between the cores (a cache miss a viewer).
+                let piece = Piece {
+                    body: piece.body.as_deref().map(Bytes::copy_from_slice),
+                    delta: piece.delta.as_deref().map(Bytes::copy_from_slice),
+                    ..piece
+                };
                 deliver(&mine, &piece, &counters, format, &wants_whole);
             }
         });
@@ -646,9 +690,13 @@ fn deliver(
             (_, Some(w)) => w.clone(),
             // Only the change was made, and this viewer did not get the picture before (it
             // lost it while this one was being made, or starts now): it waits for the next,
-            // which is made whole.
+            // which is made whole once it has room for it.
             _ => {
-                wants_whole.store(true, Ordering::Relaxed);
+                if s.tx.capacity() == 0 {
+                    s.lost.store(true, Ordering::Relaxed);
+                } else {
+                    wants_whole.store(true, Ordering::Relaxed);
+                }
                 if s.started {
                     dropped += 1;
                 }
@@ -671,7 +719,7 @@ fn deliver(
             }
             Err(TrySendError::Full(_)) => {
                 dropped += 1;
-                wants_whole.store(true, Ordering::Relaxed);
+                s.lost.store(true, Ordering::Relaxed);
             }
             Err(TrySendError::Closed(_)) => {}
         }
@@ -737,6 +785,21 @@ mod tests {
             .encode_image(&img)
             .unwrap();
         Bytes::from(out)
+    }
+
+    /// A hub with a 160 px feed of stream "cam" and two GIF viewers of it.
+    fn gif_viewers() -> (Hub, Feed, [Viewer; 2]) {
+        let hub = Hub::default();
+        let feed = hub.register("cam", 160, 10);
+        let v = [(); 2].map(|()| hub.subscribe("cam", Format::Gif, None, None).unwrap());
+        (hub, feed, v)
+    }
+
+    /// A viewer's next piece, waited for at most 2 s.
+    fn take(rt: &tokio::runtime::Runtime, v: &mut Viewer) -> Bytes {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), v.recv()).await })
+            .unwrap()
+            .unwrap()
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -917,16 +980,9 @@ mod tests {
     /// viewer that got them all.
     #[test]
     fn a_gif_viewer_gets_changes_and_after_a_loss_the_whole_picture() {
-        let hub = Hub::default();
-        let feed = hub.register("cam", 160, 10);
-        let mut fast = hub.subscribe("cam", Format::Gif, None, None).unwrap();
-        let mut slow = hub.subscribe("cam", Format::Gif, None, None).unwrap();
+        let (hub, feed, [mut fast, mut slow]) = gif_viewers();
         let rt = rt();
-        let next = |v: &mut Viewer| {
-            rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), v.recv()).await })
-                .unwrap()
-                .unwrap()
-        };
+        let next = |v: &mut Viewer| take(&rt, v);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for i in 0..10u32 {
             feed.publish(square_at(8 + 12 * i));
@@ -972,5 +1028,49 @@ mod tests {
         assert_eq!(sa[2].1, sb[2].1);
         assert_ne!(sa[2].1, sb[3].1);
         assert!(hub.stats()[0].dropped >= 6);
+    }
+
+    /// A GIF viewer that reads nothing loses pictures (counted) without making the encoder
+    /// write each picture whole as well as its change: it asks for a whole one only once it
+    /// has taken something out of its queue.
+    #[test]
+    fn a_gif_viewer_that_reads_nothing_does_not_keep_pictures_whole() {
+        let (hub, feed, [mut fast, mut stuck]) = gif_viewers();
+        let rt = rt();
+        let next = |v: &mut Viewer| take(&rt, v);
+        let made = || {
+            let m = lock(&hub.inner.streams);
+            let enc = m["cam"].encoders.values().next().unwrap().clone();
+            enc.made_whole.load(Ordering::Relaxed)
+        };
+        let mut a = Vec::new();
+        for i in 0..12u32 {
+            feed.publish(square_at(8 + 12 * i));
+            if i == 0 {
+                a.extend_from_slice(&next(&mut fast));
+            }
+            a.extend_from_slice(&next(&mut fast));
+            std::thread::sleep(Duration::from_millis(110));
+        }
+        assert_eq!(
+            made(),
+            1,
+            "only the first picture (both viewers new) made whole"
+        );
+        assert_eq!(
+            screens(&a).len(),
+            12,
+            "the reading viewer got every picture"
+        );
+        assert!(hub.stats()[0].dropped >= 8, "{:?}", hub.stats());
+        // Once the stuck viewer takes something out, its next picture is whole.
+        for _ in 0..4 {
+            next(&mut stuck);
+        }
+        feed.publish(square_at(40));
+        next(&mut fast);
+        let b = next(&mut stuck);
+        assert_eq!(made(), 2);
+        assert!(b.len() > 1_000, "a whole picture, {} bytes", b.len());
     }
 }

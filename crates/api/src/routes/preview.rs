@@ -222,37 +222,47 @@ async fn preview(
 
 /// A viewer's queue as an answer body: ends when the encoder goes or the server shuts down; the
 /// limiter's place is given back when actix drops it.
+///
+/// Written by hand rather than as `select!` over the queue and the shutdown signal: that would
+/// make and drop a wait on the signal for every picture of every viewer; here the wait is made
+/// once, and polled only when no picture is waiting.
 fn body(
     viewer: Viewer,
     permit: Option<crate::limits::Permit>,
     first: Option<Bytes>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    struct S {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    struct Body {
         viewer: Viewer,
         _permit: Option<crate::limits::Permit>,
         first: Option<Bytes>,
-        shutdown: tokio::sync::watch::Receiver<bool>,
+        stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     }
-    let s = S {
+    impl futures_util::Stream for Body {
+        type Item = Result<Bytes, actix_web::Error>;
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            let this = self.get_mut();
+            if let Some(b) = this.first.take() {
+                return Poll::Ready(Some(Ok(b)));
+            }
+            match this.viewer.poll_recv(cx) {
+                Poll::Ready(b) => return Poll::Ready(b.map(Ok)),
+                Poll::Pending => {}
+            }
+            // Shutting down (or the server gone) ends the answer once no picture waits.
+            this.stop.as_mut().poll(cx).map(|()| None)
+        }
+    }
+    Body {
         viewer,
         _permit: permit,
         first,
-        shutdown,
-    };
-    futures_util::stream::unfold(s, |mut s| async move {
-        if let Some(b) = s.first.take() {
-            return Some((Ok(b), s));
-        }
-        if *s.shutdown.borrow() {
-            return None;
-        }
-        let next = tokio::select! {
-            _ = s.shutdown.changed() => return None,
-            b = s.viewer.recv() => b?,
-        };
-        Some((Ok(next), s))
-    })
+        stop: Box::pin(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        }),
+    }
 }
 
 /// `GET /thumbnail/{stream}.jpg?t=&width=`

@@ -621,3 +621,39 @@ fn marker_row_thumbnails_are_made_ahead_once_the_seek_bar_track_is_asked_for() {
         "a marker row's thumbnail came from the cache ({made} made ahead)"
     );
 }
+
+#[test]
+fn preview_answers_end_cleanly_when_the_server_shuts_down() {
+    // A shutdown timeout far longer than the test allows: the answers must end because the
+    // server is stopping, not because it gave up waiting for them.
+    let mut run = Run::start(&["--shutdown-timeout", "60s"]);
+    run.wait("first segment", Duration::from_secs(20), |r| {
+        request(r.addr, "GET", "/hls/live/index.m3u8", &[], b"").status == 200
+    });
+    let mut gif = Endless::open(run.addr, "/preview/live.gif");
+    let mut mjpeg = Endless::open(run.addr, "/preview/live.mjpeg");
+    assert_eq!((gif.status, mjpeg.status), (200, 200));
+    gif.read_for(Duration::from_secs(1));
+    mjpeg.read_for(Duration::from_secs(1));
+    assert!(gif.body.starts_with(b"GIF89a"), "no GIF header");
+    assert!(mjpeg.body.len() > 1000, "no MJPEG part");
+    let t0 = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(run.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    for (name, v) in [("gif", &mut gif), ("mjpeg", &mut mjpeg)] {
+        v.read_for(Duration::from_secs(30));
+        // The chunked body's last chunk: the server ended the answer, it was not cut off.
+        assert!(
+            v.raw.ends_with(b"0\r\n\r\n"),
+            "{name}: the answer did not end with its last chunk ({} bytes)",
+            v.raw.len()
+        );
+    }
+    let status = run.child.wait().unwrap();
+    let took = t0.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
+}
