@@ -98,7 +98,7 @@ pub struct TlsFiles {
 /// Why a configuration cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("live window must be 1 to 10000 segments, got {0}")]
+    #[error("live window must be 1 to {max} segments, got {0}", max = hlsmark_store::LIVE_WINDOW_MAX)]
     LiveWindow(usize),
     #[error("DVR window must be 1 s to 24 h, got {0:?}")]
     DvrWindow(Duration),
@@ -170,7 +170,9 @@ impl ApiConfig {
 
     /// Checks every value; the binary calls this at start so bad config fails with one line.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.live_window == 0 || self.live_window > 10_000 {
+        if !u32::try_from(self.live_window)
+            .is_ok_and(|w| (1..=hlsmark_store::LIVE_WINDOW_MAX).contains(&w))
+        {
             return Err(ConfigError::LiveWindow(self.live_window));
         }
         if let Some(w) = self.dvr_window
@@ -293,6 +295,18 @@ mod tests {
             ..c.clone()
         };
         assert_eq!(bad.validate(), Err(ConfigError::LiveWindow(0)));
+        // The same bound as the ingest's (the store crate's).
+        let max = hlsmark_store::LIVE_WINDOW_MAX as usize;
+        let most = ApiConfig {
+            live_window: max,
+            ..c.clone()
+        };
+        assert_eq!(most.validate(), Ok(()));
+        let over = ApiConfig {
+            live_window: max + 1,
+            ..c.clone()
+        };
+        assert_eq!(over.validate(), Err(ConfigError::LiveWindow(max + 1)));
         for w in [
             Duration::ZERO,
             Duration::from_millis(999),

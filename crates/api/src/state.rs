@@ -21,8 +21,9 @@ use crate::services::removed::{RecentlyRemoved, Removed};
 use crate::services::segment_index::SegmentIndex;
 use crate::services::snap::FrameTables;
 
-/// Largest magnitude of a time on any clock (10,000 years of ticks), as the store accepts it.
-pub const MAX_ABS_TICKS: i64 = 10_000 * 366 * 86_400 * 90_000;
+/// Largest magnitude of a time on any clock (10,000 years of ticks), as the store accepts it: the
+/// clock crate's one bound.
+pub use hlsmark_clock::MAX_ABS_TICKS;
 /// How far before the window a marker may start and still be listed as a date range in it.
 const DATERANGE_LOOKBACK: Duration90k = Duration90k::from_secs(600);
 /// At most this many markers become date ranges in one playlist (live or VOD): the newest that

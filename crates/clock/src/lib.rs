@@ -20,5 +20,7 @@ pub use frame::{FrameRate, FrameRateError};
 pub use frame_table::{FrameTable, FrameTableError};
 pub use part::Part;
 pub use segment::Segment;
-pub use time::{ClientTime, Duration90k, GenTime, HlsTime, TICKS_PER_SECOND, TimeError, UtcTime};
+pub use time::{
+    ClientTime, Duration90k, GenTime, HlsTime, MAX_ABS_TICKS, TICKS_PER_SECOND, TimeError, UtcTime,
+};
 pub use timeline::{Epoch, SeqNo, Timeline, TimelineError};

@@ -125,7 +125,7 @@ pub enum ConfigError {
     PartDuration(Duration),
     #[error("--stall-timeout {0:?}: must be between 1 s and 1 h")]
     StallTimeout(Duration),
-    #[error("--live-window {0}: must be between 1 and 100000 segments")]
+    #[error("--live-window {0}: must be between 1 and {max} segments", max = hlsmark_store::LIVE_WINDOW_MAX)]
     LiveWindow(u32),
     #[error("queue limit {0}: must be at least 16")]
     QueueLimit(usize),
@@ -247,7 +247,7 @@ impl StreamConfig {
         {
             return Err(ConfigError::StopAfter(s));
         }
-        if !(1..=100_000).contains(&self.live_window) {
+        if !(1..=hlsmark_store::LIVE_WINDOW_MAX).contains(&self.live_window) {
             return Err(ConfigError::LiveWindow(self.live_window));
         }
         if self.queue_limit < 16 {
@@ -409,6 +409,19 @@ mod tests {
         assert_eq!(c.segment_frames(), 30);
         assert_eq!(c.segment_ticks(), Duration90k(90_090));
         assert_eq!(c.stream_dir(), PathBuf::from("/tmp/x/hls/live"));
+    }
+
+    /// The ingest takes the live windows the API serves, no more (one bound, in the store crate).
+    #[test]
+    fn the_live_window_has_the_api_s_bound() {
+        let max = hlsmark_store::LIVE_WINDOW_MAX;
+        for (w, ok) in [(1, true), (max, true), (0, false), (max + 1, false)] {
+            let mut c = cfg();
+            c.live_window = w;
+            // Retention never below the window: room for the largest.
+            c.retention = Duration::from_secs(u64::from(max) * 2);
+            assert_eq!(c.validate().is_ok(), ok, "{w}: {:?}", c.validate());
+        }
     }
 
     #[test]

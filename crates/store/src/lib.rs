@@ -17,9 +17,9 @@ mod status;
 
 pub use error::{ErrorKind, StoreError};
 pub use model::{
-    Cursor, FILTER_SCAN_MAX, InsertOutcome, MAX_BATCH, MAX_DATA_BYTES, MAX_LABEL_CHARS, MAX_LIMIT,
-    MAX_TAG_CHARS, MAX_TAGS, Marker, MarkerFilter, Page, RangeQuery, RetentionReport, Severity,
-    StreamName, StreamUpdate, valid_color, valid_kind, valid_tag,
+    Cursor, FILTER_SCAN_MAX, InsertOutcome, LIVE_WINDOW_MAX, MAX_BATCH, MAX_DATA_BYTES,
+    MAX_LABEL_CHARS, MAX_LIMIT, MAX_TAG_CHARS, MAX_TAGS, Marker, MarkerFilter, Page, RangeQuery,
+    RetentionReport, Severity, StreamName, StreamUpdate, valid_color, valid_kind, valid_tag,
 };
 pub use status::{
     MAX_STATUS_ERROR_CHARS, MAX_STATUS_KIND_CHARS, MAX_STATUS_SOURCE_CHARS, StreamState,

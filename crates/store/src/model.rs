@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use hlsmark_clock::{Duration90k, GenTime, HlsTime, Segment, UtcTime};
+// Marker times must lie within +-10,000 years of zero on every clock (keeps sums far from
+// overflow): the clock crate's one bound, `MAX_ABS_TICKS`.
+use hlsmark_clock::{Duration90k, GenTime, HlsTime, MAX_ABS_TICKS, Segment, UtcTime};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -15,13 +17,14 @@ pub const MAX_LIMIT: u64 = 1000;
 /// Most tags a marker may carry, and the longest tag (characters of `[A-Za-z0-9_.:-]`).
 pub const MAX_TAGS: usize = 16;
 pub const MAX_TAG_CHARS: usize = 32;
+/// Most segments a live playlist lists (`--live-window`): one bound for the ingest, which keeps
+/// at least that many, and the API, which lists them.
+pub const LIVE_WINDOW_MAX: u32 = 10_000;
 /// Most markers in one all-or-nothing batch ([`crate::Store::insert_marker_batch`]).
 pub const MAX_BATCH: usize = 1000;
 /// Most markers a filtered query looks at before it answers (see [`MarkerFilter`]): bounds the
 /// work of one call whatever the filter matches; the page's cursor continues from there.
 pub const FILTER_SCAN_MAX: usize = 10_000;
-/// Marker times must lie within +-10,000 years of zero on every clock (keeps sums far from overflow).
-const MAX_ABS_TICKS: i64 = 10_000 * 366 * 86_400 * 90_000;
 
 /// A validated stream name: 1-64 characters of `[A-Za-z0-9_-]`, safe in keys, paths and URLs.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
