@@ -146,31 +146,21 @@ impl MediaKind {
     }
 }
 
-/// Classifies a file name, accepting only our own patterns: `e` + 1-10 digits + `-` + (8-20
-/// digits + `.m4s`/`.ts` | `init.mp4`). Anything else (dots, slashes, encodings) is refused.
+/// Classifies a file name, accepting only the names the ingest writes (their one spelling and
+/// parse are in `crates/clock`: [`hlsmark_clock::Segment::file_name`], its `init_file_name` and
+/// [`hlsmark_clock::Part::file_name`]) and MPEG-TS segments spelt like ours
+/// (`e{epoch}-{seq:08}.ts`). Anything else (dots, slashes, encodings, other spellings of a
+/// number) is refused.
 pub fn classify(name: &str) -> Option<MediaKind> {
-    // LL-HLS parts (`e{E}-{seq:08}.p{i}.m4s`) are fMP4 segments too; one spelling, in clock.
-    if hlsmark_clock::Part::parse_file_name(name).is_some() {
+    use hlsmark_clock::{Part, Segment};
+    if Segment::parse_file_name(name).is_some() || Part::parse_file_name(name).is_some() {
         return Some(MediaKind::Fmp4Segment);
     }
-    let rest = name.strip_prefix('e')?;
-    let dash = rest.find('-')?;
-    let (epoch, rest) = (&rest[..dash], &rest[dash + 1..]);
-    if epoch.is_empty() || epoch.len() > 10 || !epoch.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if rest == "init.mp4" {
+    if Segment::parse_init_file_name(name).is_some() {
         return Some(MediaKind::Init);
     }
-    let (seq, ext) = rest.split_once('.')?;
-    if seq.len() < 8 || seq.len() > 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    match ext {
-        "m4s" => Some(MediaKind::Fmp4Segment),
-        "ts" => Some(MediaKind::TsSegment),
-        _ => None,
-    }
+    let ts = name.strip_suffix(".ts")?;
+    Segment::parse_file_name(&format!("{ts}.m4s")).map(|_| MediaKind::TsSegment)
 }
 
 /// Files this size or smaller are kept in memory once served (a 720p camera makes 250 KB-4 MB
@@ -963,6 +953,11 @@ mod tests {
             "e00000000000-init.mp4",
             "index.m3u8",
             "e0-0000000a.m4s",
+            // Other spellings of our numbers: never written, so never served.
+            "e01-00000001.m4s",
+            "e0-000000001.m4s",
+            "e0-+0000001.m4s",
+            "e01-init.mp4",
         ] {
             assert_eq!(classify(bad), None, "{bad:?}");
         }

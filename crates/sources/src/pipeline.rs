@@ -54,12 +54,12 @@ const HZ: u32 = 90_000;
 
 /// `e{epoch}-{seq:08}.m4s`: a segment file in the stream's directory.
 pub fn segment_name(epoch: u32, seq: SeqNo) -> String {
-    format!("e{epoch}-{seq:08}.m4s")
+    Segment::file_name(epoch, seq)
 }
 
 /// `e{epoch}-init.mp4`: the init section (ftyp+moov) of an epoch.
 pub fn init_name(epoch: u32) -> String {
-    format!("e{epoch}-init.mp4")
+    Segment::init_file_name(epoch)
 }
 
 /// `e{epoch}-{seq:08}.p{index}.m4s`: a part file (the one spelling is [`Part::file_name`]).

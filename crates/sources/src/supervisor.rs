@@ -1162,7 +1162,7 @@ mod tests {
             hls_start: HlsTime(start),
             duration: Duration90k(dur),
             utc_start: UtcTime(T0 + start),
-            file: format!("e{epoch}-{seq:08}.m4s"),
+            file: Segment::file_name(epoch, seq),
             init_file: None,
             frames: Default::default(),
         }
