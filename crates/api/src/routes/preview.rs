@@ -225,7 +225,9 @@ async fn preview(
 ///
 /// Written by hand rather than as `select!` over the queue and the shutdown signal: that would
 /// make and drop a wait on the signal for every picture of every viewer; here the wait is made
-/// once, and polled only when no picture is waiting.
+/// once and polled only when no picture is waiting, and a picture is given out only after a
+/// look at the signal's version (one atomic load), so a slow viewer's full queue does not keep
+/// its answer open through a shutdown.
 fn body(
     viewer: Viewer,
     permit: Option<crate::limits::Permit>,
@@ -238,6 +240,8 @@ fn body(
         viewer: Viewer,
         _permit: Option<crate::limits::Permit>,
         first: Option<Bytes>,
+        /// The shutdown signal, for its version.
+        signal: tokio::sync::watch::Receiver<bool>,
         stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     }
     impl futures_util::Stream for Body {
@@ -246,6 +250,10 @@ fn body(
             let this = self.get_mut();
             if let Some(b) = this.first.take() {
                 return Poll::Ready(Some(Ok(b)));
+            }
+            // The signal only ever changes to "stopping" (or its sender goes).
+            if !matches!(this.signal.has_changed(), Ok(false)) {
+                return Poll::Ready(None);
             }
             match this.viewer.poll_recv(cx) {
                 Poll::Ready(b) => return Poll::Ready(b.map(Ok)),
@@ -259,6 +267,7 @@ fn body(
         viewer,
         _permit: permit,
         first,
+        signal: shutdown.clone(),
         stop: Box::pin(async move {
             let _ = shutdown.wait_for(|s| *s).await;
         }),
