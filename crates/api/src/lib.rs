@@ -6,6 +6,7 @@
 //! [`Api::bind`] + [`Api::run_until`] (or [`serve`]) run it in-process, so `hlsmark run` can host
 //! it next to the generator on the same `Arc<dyn Store>`.
 
+mod auth;
 mod body_deadline;
 mod config;
 mod error;
@@ -20,6 +21,7 @@ mod server;
 mod services;
 mod sse;
 mod state;
+mod views;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

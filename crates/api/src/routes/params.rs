@@ -1,7 +1,7 @@
-//! Parsing of query parameters into clock values and marker filters, with errors that name the
-//! parameter and say what was expected.
+//! Parsing of query parameters into clock values, join sequences and marker filters, with errors
+//! that name the parameter and say what was expected.
 
-use hlsmark_clock::{HlsTime, UtcTime};
+use hlsmark_clock::{HlsTime, SeqNo, TimelineError, UtcTime};
 use hlsmark_store::{
     MAX_LABEL_CHARS, MAX_TAG_CHARS, MarkerFilter, Severity, valid_kind, valid_tag,
 };
@@ -154,6 +154,34 @@ pub fn marker_filter(
         tag: tag.map(str::to_owned),
         severities,
     })
+}
+
+/// A `?seq=` join sequence must be one whose start is known: retained, ahead of the live edge,
+/// or (the generator) computable from its epoch.
+pub fn check_join_seq(clocks: &Clocks<'_>, seq: SeqNo) -> Result<(), ApiError> {
+    match clocks.segment_start(seq) {
+        Ok(_) => Ok(()),
+        Err(TimelineError::SeqBeforeStart(_))
+            if clocks
+                .timeline
+                .epochs()
+                .first()
+                .is_some_and(|e| e.first_seq <= seq) =>
+        {
+            let retained = match (clocks.index.first(), clocks.index.last()) {
+                (Some(f), Some(l)) => format!("retained: {} to {}", f.seq, l.seq),
+                _ => "none is retained".to_owned(),
+            };
+            Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!(
+                    "seq={seq}: the stream no longer holds that segment, so its start is not known \
+                     ({retained})"
+                ),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use hlsmark_store::Marker;
 
 use crate::error::ApiError;
-use crate::routes::markers::MarkerView;
 use crate::services::clocks::Clocks;
 use crate::state::AppState;
+use crate::views::MarkerView;
 
 /// The marker's JSON as `GET /markers/{id}` answers it (seconds on every clock, `seq`).
 pub async fn marker_json(state: &AppState, m: &Marker) -> Result<serde_json::Value, ApiError> {
