@@ -269,7 +269,7 @@ fn file_markers_are_frame_exact(spec: ClipSpec) {
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["hls_90k"].as_i64(), Some(m.before_90k), "{v}");
     }
-    if matches!(spec.timing, Timing::Variable) {
+    if matches!(spec.timing, Timing::Variable | Timing::VariableFrom(_)) {
         now_is_snapped_through_the_frame_table(&h, &mut r);
     }
     eprintln!("{}: {:.1} s", spec.name, t0.elapsed().as_secs_f64());
@@ -319,6 +319,14 @@ fn file_ntsc_markers_by_utc_and_pts_are_frame_exact() {
 #[test]
 fn file_variable_frame_rate_markers_are_frame_exact() {
     file_markers_are_frame_exact(ClipSpec::new("vfr").timing(Timing::Variable));
+}
+
+/// Regression: the encoder kept ffmpeg's default time base, 1 / the rate guessed from the first
+/// second, so later frames off that grid were moved onto it and a marker by PTS landed a frame
+/// early.
+#[test]
+fn file_whose_rate_changes_after_the_first_second_markers_are_frame_exact() {
+    file_markers_are_frame_exact(ClipSpec::new("vfr_late").timing(Timing::VariableFrom(30)));
 }
 
 #[test]

@@ -44,7 +44,9 @@ pub fn ffmpeg_args(cfg: &StreamConfig) -> Vec<OsString> {
 ///   frames and nowhere else (`-g`, `-keyint_min`, `-sc_threshold 0`, frame-count expression), so
 ///   every segment has exactly S frames; for other sources at the first frame one target after
 ///   the previous keyframe (`gte(t-prev_forced_t,D)`), passing every frame through (`-fps_mode
-///   passthrough`: a variable-rate source keeps its frame times, nothing duplicated or dropped).
+///   passthrough`: a variable-rate source keeps its frame times, nothing duplicated or dropped)
+///   on a 90 kHz encoder clock (`-enc_time_base:v 1:90000`; the default, 1 / the rate guessed
+///   from the first frames, moved later frames off that grid onto it).
 /// * fMP4 with an empty moov (the init segment comes first), a fragment at every keyframe and at
 ///   least every 200 ms (LL-HLS parts), video at 90 kHz so its times are HLS ticks once rebased,
 ///   flushed at every fragment so the segmenter sees it at once. Each track's first `tfdt` is
@@ -289,7 +291,16 @@ fn encode_video(a: &mut Args, cfg: &StreamConfig) {
     } else {
         a.push("-vf");
         a.push(scale.filter());
-        a.push_all(&["-fps_mode", "passthrough", "-force_key_frames"]);
+        // The encoder's clock is 90 kHz, not ffmpeg's default 1 / the rate guessed from the
+        // first frames: a frame off that grid (a rate that changes, a file cut from several)
+        // would be moved onto it, away from its source time.
+        a.push_all(&[
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base:v",
+            "1:90000",
+            "-force_key_frames",
+        ]);
         a.push(keyframe_expr(cfg.segment_target().ticks()));
     }
 }
@@ -620,6 +631,7 @@ mod tests {
         assert_eq!(value(&a, "-c:v"), "libx264");
         assert_eq!(value(&a, "-vf"), "scale=trunc(iw/2)*2:trunc(ih/2)*2");
         assert_eq!(value(&a, "-fps_mode"), "passthrough");
+        assert_eq!(value(&a, "-enc_time_base:v"), "1:90000");
         assert_eq!(
             value(&a, "-force_key_frames"),
             "expr:if(isnan(prev_forced_t),1,gte(t-prev_forced_t,1.999000))"

@@ -18,6 +18,11 @@ pub enum Timing {
     /// Frame durations cycle 1.25, 1.25, 0.5 nominal frames (mean: the nominal rate), so no two
     /// neighbouring gaps tell the rate.
     Variable,
+    /// Constant up to this source frame, then frames late by 0, 1001 and 2002 ticks in turn: the
+    /// gaps (nominal +1001, +1001, -2002) share no divisor a frame rate could have, so ffmpeg
+    /// guesses the nominal rate, on whose grid the later frames do not fall (a camera that changes
+    /// its rate, a file cut from several).
+    VariableFrom(u32),
     /// Constant rate with these source frames left out (their times stay empty: a camera that
     /// dropped them).
     Dropped(Vec<u32>),
@@ -152,7 +157,14 @@ impl ClipSpec {
         let quarters = i64::from(n) * 4 + self.variable_quarters(n);
         let num = quarters * 90_000 * i64::from(self.fps_den);
         let den = 4 * i64::from(self.fps_num);
-        (num + den / 2).div_euclid(den)
+        (num + den / 2).div_euclid(den) + self.late_ticks(n)
+    }
+
+    fn late_ticks(&self, n: u32) -> i64 {
+        match self.timing {
+            Timing::VariableFrom(k) if n >= k => i64::from(n % 3) * 1001,
+            _ => 0,
+        }
     }
 
     fn variable_quarters(&self, n: u32) -> i64 {
@@ -219,6 +231,11 @@ pub fn make_clip(dir: &Path, spec: &ClipSpec) -> Clip {
         Timing::Constant => {}
         Timing::Variable => vf.push_str(&format!(
             ",setpts='(N+0.25*mod(N,3))*{}/({}*TB)'",
+            spec.fps_den, spec.fps_num
+        )),
+        // (TB is 1/90000 after settb.)
+        Timing::VariableFrom(k) => vf.push_str(&format!(
+            ",setpts='N*{}/({}*TB)+gte(N,{k})*mod(N,3)*1001'",
             spec.fps_den, spec.fps_num
         )),
         Timing::Dropped(drop) => {

@@ -18,7 +18,11 @@ fn expected_pts(spec: &ClipSpec, n: u32) -> i64 {
         };
     let num = q * 90_000 * i64::from(spec.fps_den);
     let den = 4 * i64::from(spec.fps_num);
-    (num + den / 2) / den
+    let late = match spec.timing {
+        Timing::VariableFrom(k) if n >= k => i64::from(n % 3) * 1001,
+        _ => 0,
+    };
+    (num + den / 2) / den + late
 }
 
 #[test]
@@ -28,6 +32,7 @@ fn clips_have_their_frames_mint_block_and_beep_where_the_spec_says() {
         ClipSpec::new("cfr25").audio(true),
         ClipSpec::new("ntsc").fps(30_000, 1_001).frames(90),
         ClipSpec::new("vfr").timing(Timing::Variable),
+        ClipSpec::new("vfr_late").timing(Timing::VariableFrom(30)),
         ClipSpec::new("dropped").timing(Timing::Dropped(vec![20, 21, 22, 39, 44])),
         ClipSpec::new("bframes")
             .bframes(2)
@@ -66,7 +71,7 @@ fn clips_have_their_frames_mint_block_and_beep_where_the_spec_says() {
         assert_eq!(streams.len(), if spec.audio { 2 } else { 1 });
     }
     // The dropped-frame clip: frame 39 is gone, so the frame before the first mint is frame 38.
-    let dropped = make_clip(tmp.path(), &specs[3]);
+    let dropped = make_clip(tmp.path(), &specs[4]);
     assert_eq!(dropped.first_mint_90k, 40 * 3600);
     assert_eq!(dropped.before_mint_90k, 38 * 3600);
 }
