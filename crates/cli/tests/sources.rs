@@ -336,6 +336,32 @@ fn file_with_dropped_frames_markers_are_frame_exact() {
     );
 }
 
+/// Regression: a paced file at a low rate (ffmpeg writes many seconds of it into the pipe at
+/// once) played on through a shutdown, publishing segments, until it was killed 10 s later (past
+/// `docker stop`'s grace). Now the run stops taking media at once and the process exits 0.
+#[test]
+fn a_slow_paced_file_stops_at_once_at_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = make_clip(tmp.path(), &ClipSpec::new("slow").fps(2, 1).frames(60));
+    let h = start_source(tmp.path(), clip.path.to_str().unwrap(), &[]);
+    h.wait_until("2 segments", Duration::from_secs(30), |h| {
+        (live_playlist(h.port(), "live")?.segments.len() >= 2).then_some(())
+    });
+    let t = Instant::now();
+    let st = h.stop(Duration::from_secs(30));
+    let took = t.elapsed();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "exit: {st:?}\n{}",
+        h.log_tail(30)
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "shutdown took {took:?}\n{}",
+        h.log_tail(30)
+    );
+}
+
 /// (b) A real RTSP camera killed and started again: retrying then live, a discontinuity and a
 /// second epoch, the archive still served byte for byte, a marker after the restart exact.
 #[test]

@@ -46,7 +46,7 @@ use hlsmark_media::{
     CutPart, CutSegment, Fragment, FragmentReader, Init, Item, Pushed, Segmenter, SegmenterConfig,
 };
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::anchor::Anchor;
 
@@ -385,6 +385,10 @@ pub struct RunSpec {
     /// least-delayed fragment) puts that burst in the past: PDT stays the wall time a frame is
     /// published at, as with `-re`.
     pub pace: bool,
+    /// Shutdown: a paced run stops taking media at once (what ffmpeg wrote ahead of the wall
+    /// clock is not published, so nothing gets a PDT in the future and a slow file does not
+    /// play on through the shutdown); the open segment ends with what was taken.
+    pub stop: watch::Receiver<bool>,
 }
 
 /// A finished, written segment.
@@ -618,6 +622,8 @@ struct Reader {
     part_mismatches: u64,
     /// Paced imports: (media time, the wall time it is due), set when the epoch is made.
     pace_origin: Option<(HlsTime, UtcTime)>,
+    /// Shutdown came while pacing: the run ends without taking more.
+    stopped: bool,
 }
 
 impl Reader {
@@ -702,7 +708,14 @@ impl Reader {
             // Sleeping holds ffmpeg back through the pipe; a stall is only noticed while reading.
             let wait = due - UtcTime::now();
             if wait.ticks() > 0 {
-                tokio::time::sleep(std_duration(wait)).await;
+                let mut stop = self.spec.stop.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(std_duration(wait)) => {}
+                    _ = stop.wait_for(|s| *s) => {
+                        self.stopped = true;
+                        return Ok(());
+                    }
+                }
                 arrived = Instant::now();
             }
         }
@@ -960,6 +973,7 @@ pub async fn read_loop(
         next_seq,
         part_mismatches: 0,
         pace_origin: None,
+        stopped: false,
         end: RunEnd {
             reason: EndReason::Eof,
             segments: 0,
@@ -984,6 +998,9 @@ pub async fn read_loop(
         };
         if let Err(e) = step {
             break EndReason::Failed(e);
+        }
+        if r.stopped {
+            break EndReason::Eof;
         }
     };
     let reason = match r.finish().await {

@@ -243,6 +243,7 @@ impl StreamRun {
             copy: matches!(self.cfg.encoding.video, VideoMode::Copy),
             restream: self.restream.clone(),
             pace: self.cfg.source.paced_by_reader() && self.cfg.pace,
+            stop: self.stop_rx.clone(),
         };
         let reader = tokio::spawn(pipeline::read_loop(stdout, spec, otx));
 
