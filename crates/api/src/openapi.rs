@@ -155,12 +155,12 @@ fn paths_and_schemas() -> Value {
             "/preview/{stream}.gif": {"get": {
                 "summary": "Live preview as an endless animated GIF for an <img> tag (GIF89a, loops for ever, one frame with a local palette per picture, never a trailer); the picture stream starts at the next picture. One encoder per stream, width and rate serves every viewer; a slow viewer loses pictures (hlsmark_preview_frames_dropped_total)",
                 "parameters": [p("stream", "Stream name"), q("width", "64 to 1280 pixels; default the stream's preview width (480)"), q("fps", "1 to 15 pictures a second; default the stream's preview rate (10), never more")],
-                "responses": {"200": {"description": "image/gif, endless"}, "400": err("Bad width or fps"), "404": err("Unknown stream"), "503": err("Too many viewers of this stream (too_many_viewers, Retry-After)")}
+                "responses": {"200": {"description": "image/gif, endless"}, "400": err("Bad width or fps"), "404": err("Unknown stream (unknown_stream), no segment yet (no_media) or previews off for it (no_preview)"), "503": err("Too many viewers of this stream (too_many_viewers, Retry-After), or no picture came within 5 s: the source is down or ended (no_pictures, with its state)")}
             }},
             "/preview/{stream}.mjpeg": {"get": {
                 "summary": "Live preview as Motion JPEG (multipart/x-mixed-replace; each part image/jpeg with Content-Length, written whole with its closing boundary)",
                 "parameters": [p("stream", "Stream name"), q("width", "64 to 1280 pixels; default the stream's preview width (the JPEGs pass through unchanged)"), q("fps", "1 to 15 pictures a second")],
-                "responses": {"200": {"description": "multipart/x-mixed-replace, endless"}, "400": err("Bad width or fps"), "404": err("Unknown stream"), "503": err("Too many viewers of this stream (too_many_viewers, Retry-After)")}
+                "responses": {"200": {"description": "multipart/x-mixed-replace, endless"}, "400": err("Bad width or fps"), "404": err("Unknown stream (unknown_stream), no segment yet (no_media) or previews off for it (no_preview)"), "503": err("Too many viewers of this stream (too_many_viewers, Retry-After), or no picture came within 5 s: the source is down or ended (no_pictures, with its state)")}
             }},
             "/thumbnail/{stream}.jpg": {"get": {
                 "summary": "The exact frame showing at t (snapped through the segment's frame table), decoded from the retained segment; cached. Headers: X-Hlsmark-Frame (seq, index, hls_90k), X-Hlsmark-Cache (hit, miss)",

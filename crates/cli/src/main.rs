@@ -36,8 +36,10 @@ enum Command {
 
 /// Default log filter: our info logs, without actix-http's per-connection errors (a malformed
 /// request line, 431, 408 on an idle client...), which any client could use to flood the log at
-/// ERROR level. The client already got its 4xx.
-const DEFAULT_LOG_FILTER: &str = "info,actix_http::h1::dispatcher=off";
+/// ERROR level. The client already got its 4xx. Nor mp4-atom's warning for every box it does not
+/// model (the `©nam`/`©cmt` tags ffmpeg copies from an RTSP camera's SDP into the init section):
+/// the boxes are skipped and nothing is wrong.
+const DEFAULT_LOG_FILTER: &str = "info,actix_http::h1::dispatcher=off,mp4_atom=error";
 
 /// Logs go to stderr; `RUST_LOG` filters them (default [`DEFAULT_LOG_FILTER`]).
 /// A failed log write is dropped: tracing-subscriber's default reports it with `eprintln!`,

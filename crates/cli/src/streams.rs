@@ -156,9 +156,13 @@ fn preview(width: u32, fps: u32) -> anyhow::Result<Option<PreviewSpec>> {
 /// through files.
 pub fn wire_previews(configs: &mut [StreamConfig], hub: &hlsmark_previews::Hub) {
     for c in configs {
-        if let Some(p) = &mut c.preview {
-            p.feed = Some(hub.register(c.stream.as_str(), p.width, p.fps));
-            p.write_file = false;
+        // An unpaced import runs many times faster than real time: no live preview of it.
+        match &mut c.preview {
+            Some(p) if c.pace => {
+                p.feed = Some(hub.register(c.stream.as_str(), p.width, p.fps));
+                p.write_file = false;
+            }
+            _ => hub.mark_off(c.stream.as_str()),
         }
     }
 }
@@ -467,6 +471,7 @@ mod tests {
         let hub = hlsmark_previews::Hub::default();
         wire_previews(&mut c, &hub);
         assert!(hub.has_feed("a") && !hub.has_feed("b"));
+        assert!(!hub.is_off("a") && hub.is_off("b"));
         assert!(!c[0].preview.as_ref().unwrap().write_file);
     }
 

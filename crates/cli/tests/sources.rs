@@ -362,6 +362,74 @@ fn a_slow_paced_file_stops_at_once_at_shutdown() {
     );
 }
 
+/// Pictures of a stream that has none say why at once instead of answering 200 and never
+/// sending a byte: a failed stream (a file of sound only) gets 503 `no_pictures` for its live
+/// previews and 404 `no_media` for thumbnails and clips, both with its state; a copied stream,
+/// whose previews are off by default, 404 `no_preview` naming the flag that turns them on.
+#[test]
+fn pictures_of_a_stream_without_any_say_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sound = tmp.path().join("sound.m4a");
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=2",
+        ])
+        .args(["-c:a", "aac"])
+        .arg(&sound)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let h = start_source(&tmp.path().join("a"), sound.to_str().unwrap(), &[]);
+    h.wait_until("state failed", Duration::from_secs(30), |h| {
+        stream_status(h, "live").filter(|s| s["state"] == "failed")
+    });
+    let code = |r: &hlsmark_testkit::http::Response| -> (u16, String, String) {
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        (
+            r.status,
+            v["error"]["code"].as_str().unwrap_or_default().to_owned(),
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    for path in ["/preview/live.gif", "/preview/live.mjpeg"] {
+        let (status, c, msg) = code(&h.get(path));
+        assert_eq!((status, c.as_str()), (503, "no_pictures"), "{path}: {msg}");
+        assert!(
+            msg.contains("failed") && msg.contains("no video stream"),
+            "{path}: {msg}"
+        );
+    }
+    for path in ["/thumbnail/live.jpg?t=1", "/clips/live.mp4?from=0&to=1"] {
+        let (status, c, msg) = code(&h.get(path));
+        assert_eq!((status, c.as_str()), (404, "no_media"), "{path}: {msg}");
+        assert!(msg.contains("failed"), "{path}: {msg}");
+    }
+    assert_eq!(code(&h.get("/preview/nosuch.gif")).1, "unknown_stream");
+    drop(h);
+
+    let clip = make_clip(tmp.path(), &ClipSpec::new("copied"));
+    let h = start_source(
+        &tmp.path().join("b"),
+        clip.path.to_str().unwrap(),
+        &["--video", "copy"],
+    );
+    h.wait_until("live", Duration::from_secs(30), |h| {
+        stream_status(h, "live").filter(|s| s["state"] == "live")
+    });
+    let (status, c, msg) = code(&h.get("/preview/live.gif"));
+    assert_eq!((status, c.as_str()), (404, "no_preview"), "{msg}");
+    assert!(msg.contains("--preview-fps"), "{msg}");
+}
+
 /// (b) A real RTSP camera killed and started again: retrying then live, a discontinuity and a
 /// second epoch, the archive still served byte for byte, a marker after the restart exact.
 #[test]

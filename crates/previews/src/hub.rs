@@ -117,6 +117,8 @@ pub struct Hub {
 struct Inner {
     cfg: HubConfig,
     streams: Mutex<HashMap<String, StreamEntry>>,
+    /// Streams whose ingest runs in this process without a preview branch.
+    off: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug)]
@@ -272,6 +274,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 cfg,
                 streams: Mutex::new(HashMap::new()),
+                off: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }
@@ -299,6 +302,17 @@ impl Hub {
             StreamEntry::new(feed.clone(), true, width, fps),
         );
         feed
+    }
+
+    /// Records that `stream`'s ingest runs in this process with previews off (`--preview-fps 0`,
+    /// the default with `--video copy`, or an unpaced import), so a viewer is told why at once.
+    pub fn mark_off(&self, stream: &str) {
+        lock(&self.inner.off).insert(stream.to_owned());
+    }
+
+    /// Whether `stream` runs in this process with previews off ([`Self::mark_off`]).
+    pub fn is_off(&self, stream: &str) -> bool {
+        lock(&self.inner.off).contains(stream)
     }
 
     /// Whether `stream` has a feed in this process.

@@ -126,6 +126,13 @@ pub enum PipelineError {
     Join(String),
 }
 
+/// ffmpeg's warnings that say nothing about the stream: swscale's note on the JPEG-range pixel
+/// formats (`yuvj420p`, which the MJPEG preview encoder takes and JPEG sources give) at every
+/// start. Logged at debug and never kept as the reason a run ended.
+fn harmless_ffmpeg_line(line: &str) -> bool {
+    line.contains("deprecated pixel format used, make sure you did set range correctly")
+}
+
 /// A running ffmpeg child: its own process group, stderr to the log (target `ffmpeg`) with the
 /// last line kept as the reason of a failure, killed with its group when dropped.
 #[derive(Debug)]
@@ -242,6 +249,10 @@ impl Ffmpeg {
                     }
                     let line = source.redact(String::from_utf8_lossy(&buf).trim_end());
                     if line.is_empty() {
+                        continue;
+                    }
+                    if harmless_ffmpeg_line(&line) {
+                        tracing::debug!(target: "ffmpeg", stream = %stream, "{line}");
                         continue;
                     }
                     tracing::warn!(target: "ffmpeg", stream = %stream, "{line}");

@@ -613,6 +613,9 @@ async fn copy_mode_re_encodes_a_source_that_is_not_h264() {
         st.last_error.as_deref().is_some_and(|e| e.contains("vp09")),
         "{st:?}"
     );
+    // Switching to encoding is not a failure of the source: started again at once, no restart.
+    assert_eq!(st.restarts, 0, "{st:?}");
+    assert_eq!(st.state, StreamState::Live, "{st:?}");
     stop.send(()).unwrap();
     let _ = h.await;
     for seg in segments(store.as_ref(), "vp9").await {

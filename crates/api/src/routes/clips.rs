@@ -103,10 +103,7 @@ pub async fn range_clip(
     let to = need("to", query.to.as_deref())?;
     let (view, index) = state.clocks(&stream).await?;
     if view.timeline.is_empty() {
-        return Err(ApiError::not_found(
-            "unknown_stream",
-            format!("no stream named {stream}"),
-        ));
+        return Err(crate::services::streams::no_timeline(&state, &stream).await);
     }
     let clocks = Clocks::new(&view.timeline, &index);
     let (from, to) = (from.to_hls(&clocks)? + INPUT_TOLERANCE, to.to_hls(&clocks)?);

@@ -17,7 +17,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use hlsmark_clock::HlsTime;
 use hlsmark_previews::{Format, Hub, PreviewError, ThumbKey, Viewer};
-use hlsmark_store::StreamName;
+use hlsmark_store::{StreamName, StreamState};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -103,10 +103,7 @@ async fn known_stream(state: &AppState, hub: &Hub, stream: &StreamName) -> Resul
     }
     let view = state.view(stream).await?;
     if view.timeline.is_empty() {
-        return Err(ApiError::not_found(
-            "unknown_stream",
-            format!("no stream named {stream}"),
-        ));
+        return Err(crate::services::streams::no_timeline(state, stream).await);
     }
     Ok(())
 }
@@ -202,6 +199,16 @@ async fn preview(
     if req.method() == actix_web::http::Method::HEAD {
         return Ok(answer.finish());
     }
+    if hub.is_off(stream.as_str()) {
+        return Err(ApiError::not_found(
+            "no_preview",
+            format!(
+                "stream {stream} runs here with live previews off: --preview-fps 0, the default \
+                 with --video copy (a copied stream decodes nothing; set --preview-fps 10 to \
+                 decode it for previews), or an unpaced import; /thumbnail/{stream}.jpg works"
+            ),
+        ));
+    }
     if !hub.has_feed(stream.as_str()) {
         picture_file_is_fresh(&hub, &stream)?;
     }
@@ -210,15 +217,65 @@ async fn preview(
         Some(l) => Some(l.preview.acquire(req.peer_addr().map(|a| a.ip()))?),
         None => None,
     };
-    let viewer = hub
+    let mut viewer = hub
         .subscribe(stream.as_str(), format, width, fps)
         .map_err(preview_error)?;
-    let first = match format {
+    // The answer starts with its first picture. When none comes within a few seconds, a stream
+    // that will send none (failed, stopped, or no ingest reports it) gets a 503 with the reason
+    // instead of a 200 that never sends a byte; one that is starting or retrying (a camera that
+    // restarts) gets its answer now, and its pictures when the source is back.
+    let mut shutdown = state.shutdown.clone();
+    let piece = tokio::select! {
+        p = tokio::time::timeout(FIRST_PICTURE_WAIT, viewer.recv()) => p.ok().flatten(),
+        _ = shutdown.wait_for(|s| *s) => None,
+    };
+    if piece.is_none() {
+        if *state.shutdown.borrow() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ));
+        }
+        let status = crate::services::streams::ingest_status(&state, &stream).await;
+        let coming = status.as_ref().is_some_and(|s| {
+            matches!(
+                s.state,
+                StreamState::Starting | StreamState::Retrying | StreamState::Live
+            )
+        });
+        if !coming {
+            drop(viewer);
+            let why = status.as_ref().map_or_else(
+                || "no ingest reports it".to_owned(),
+                crate::services::streams::state_phrase,
+            );
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_pictures",
+                format!("stream {stream} sends no pictures ({why}); try again when it is live"),
+            ));
+        }
+    }
+    let preamble = match format {
         Format::Mjpeg => Some(hlsmark_previews::mjpeg::preamble()),
         Format::Gif => None,
     };
+    let first = match (preamble, piece) {
+        (Some(pre), Some(p)) => {
+            let mut b = bytes::BytesMut::with_capacity(pre.len() + p.len());
+            b.extend_from_slice(&pre);
+            b.extend_from_slice(&p);
+            Some(b.freeze())
+        }
+        (pre, p) => pre.or(p),
+    };
     Ok(answer.streaming(body(viewer, permit, first, state.shutdown.clone())))
 }
+
+/// How long a new viewer's answer waits for the stream's first picture before it looks at why
+/// none came: the slowest preview rate (1 a second) a few times over.
+const FIRST_PICTURE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A viewer's queue as an answer body: ends when the encoder goes or the server shuts down; the
 /// limiter's place is given back when actix drops it.
@@ -292,10 +349,7 @@ pub async fn thumbnail(
     let t = TimeParam::parse("t", t)?;
     let (view, index) = state.clocks(&stream).await?;
     if view.timeline.is_empty() {
-        return Err(ApiError::not_found(
-            "unknown_stream",
-            format!("no stream named {stream}"),
-        ));
+        return Err(crate::services::streams::no_timeline(&state, &stream).await);
     }
     let clocks = Clocks::new(&view.timeline, &index);
     // Times printed from ticks (a marker's `hls` in seconds, its `utc` to the millisecond) may
@@ -452,10 +506,7 @@ pub async fn thumbs_track(
     let stream = state.stream(Some(&path))?;
     let (view, index) = state.clocks(&stream).await?;
     if view.timeline.is_empty() {
-        return Err(ApiError::not_found(
-            "unknown_stream",
-            format!("no stream named {stream}"),
-        ));
+        return Err(crate::services::streams::no_timeline(&state, &stream).await);
     }
     let clocks = Clocks::new(&view.timeline, &index);
     let bound = |name: &str, v: Option<&str>| -> Result<Option<HlsTime>, ApiError> {

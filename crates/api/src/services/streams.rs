@@ -15,6 +15,33 @@ use crate::state::AppState;
 /// three missed rewrites mean the ingest process is gone or stuck.
 pub const STALE_AFTER: Duration90k = Duration90k::from_secs(15);
 
+/// The stream's status as its ingest reports it; `None` when no ingest reports the stream (or
+/// the store does not answer).
+pub async fn ingest_status(state: &AppState, stream: &StreamName) -> Option<StreamStatus> {
+    let all = state.store.statuses().await.ok()?;
+    all.into_iter().find(|(n, _)| n == stream).map(|(_, s)| s)
+}
+
+/// A status as one phrase: `it is retrying: Connection refused`.
+pub fn state_phrase(s: &StreamStatus) -> String {
+    match &s.last_error {
+        Some(e) => format!("it is {}: {e}", s.state.as_str()),
+        None => format!("it is {}", s.state.as_str()),
+    }
+}
+
+/// 404 for a stream without a timeline: `no_media` with its state when an ingest reports it
+/// (starting, retrying or failed before its first segment), else `unknown_stream`.
+pub async fn no_timeline(state: &AppState, stream: &StreamName) -> ApiError {
+    match ingest_status(state, stream).await {
+        Some(s) => ApiError::not_found(
+            "no_media",
+            format!("stream {stream} has no media yet ({})", state_phrase(&s)),
+        ),
+        None => ApiError::not_found("unknown_stream", format!("no stream named {stream}")),
+    }
+}
+
 /// One stream as `/streams` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StreamRow {

@@ -340,6 +340,7 @@ impl StreamRun {
                 reason: &run_end.reason,
                 segments: run_end.segments,
                 opened: run_end.opened,
+                published_before: self.report.segments > run_end.segments,
                 pump: pump_end.as_ref(),
                 clean,
                 status: &status_text,

@@ -12,6 +12,12 @@ pub(super) enum AttemptEnd {
     Shutdown,
     /// `--stop-after` reached, or a file played once ended.
     Finished,
+    /// Nothing failed, but the next attempt must run differently (`--video copy` of a codec
+    /// browsers do not play: it encodes): started again at once, not counted as a restart; `why`
+    /// is shown as the stream's last error so the reason stays visible.
+    Again {
+        why: String,
+    },
     /// Retried after a pause, unless `fatal`.
     Failed {
         what: &'static str,
@@ -40,6 +46,8 @@ pub(super) struct Ended<'a> {
     pub segments: u64,
     /// The first fragment arrived (the source opened).
     pub opened: bool,
+    /// An earlier attempt of this run published a segment.
+    pub published_before: bool,
     /// How the generator's or a page's frame pump ended (none for sources ffmpeg reads).
     pub pump: Option<&'a PumpEnd>,
     /// ffmpeg exited with status 0.
@@ -102,12 +110,10 @@ pub(super) fn classify(stream: &str, e: &Ended<'_>) -> Verdict {
                 "--video copy keeps H.264 only; re-encoding this source with libx264"
             );
             v.reencode = true;
-            AttemptEnd::Failed {
-                what: "failed",
+            AttemptEnd::Again {
                 why: format!(
                     "--video copy keeps H.264 only; the source's video is {codec}: re-encoding"
                 ),
-                fatal: false,
             }
         }
         EndReason::Failed(err) => {
@@ -151,9 +157,25 @@ fn eof(e: &Ended<'_>) -> AttemptEnd {
             fatal: matches!(e.source, Source::File { .. }),
         };
     }
+    if !e.opened
+        && !e.published_before
+        && matches!(e.source, Source::File { .. })
+        && unreadable(e.last_line)
+    {
+        // A file ffmpeg cannot read at all (empty, truncated, not media) does not heal by
+        // itself; one that played before and fails now (replaced while looping) is retried.
+        return AttemptEnd::Failed {
+            what: "failed",
+            why: format!("ffmpeg cannot read the file as media ({})", e.last_line),
+            fatal: true,
+        };
+    }
     let why = match e.pump {
         Some(PumpEnd::SourceEnded(why)) => e.source.redact(why),
         Some(p) if e.last_line.is_empty() => format!("{}; pump: {p:?}", e.status),
+        // ffmpeg read to the end and exited 0: the source closed the stream (a camera or server
+        // that ended it, a file served over HTTP); a warning printed on the way is not why.
+        None if e.clean => "the source ended the stream (ffmpeg read to its end)".to_owned(),
         _ if e.last_line.is_empty() => e.status.to_owned(),
         _ => e.last_line.to_owned(),
     };
@@ -162,6 +184,11 @@ fn eof(e: &Ended<'_>) -> AttemptEnd {
         why,
         fatal: false,
     }
+}
+
+/// ffmpeg's line when it cannot open the input as media.
+fn unreadable(last_line: &str) -> bool {
+    last_line.ends_with("Invalid data found when processing input")
 }
 
 /// ffmpeg's line when the input has no video stream to map (`-map 0:v:0`).
@@ -196,6 +223,7 @@ mod tests {
             reason,
             segments: 3,
             opened: true,
+            published_before: false,
             pump: None,
             clean: true,
             status: "exit status: 0",
@@ -257,9 +285,7 @@ mod tests {
         let src = rtsp();
         let v = classify("s", &ended(&r, &src));
         assert!(v.reencode);
-        assert!(
-            matches!(v.end, AttemptEnd::Failed { fatal: false, ref why, .. } if why.contains("hevc"))
-        );
+        assert!(matches!(v.end, AttemptEnd::Again { ref why } if why.contains("hevc")));
     }
 
     #[test]
@@ -307,10 +333,33 @@ mod tests {
             v.end,
             failed("exited", "Error while decoding stream #0:0", false)
         );
-        // A looped file or a camera never ends by itself: the status is the reason.
-        let looped = file(true);
-        let v = classify("s", &ended(&eof, &looped));
-        assert_eq!(v.end, failed("exited", "exit status: 0", false));
+        // A looped file or a camera never ends by itself: a clean exit means the source closed
+        // the stream, whatever warning ffmpeg printed last.
+        let cam = rtsp();
+        let v = classify(
+            "s",
+            &Ended {
+                last_line: "[h264 @ 0x55] concealing 12 DC errors",
+                ..ended(&eof, &cam)
+            },
+        );
+        assert_eq!(
+            v.end,
+            failed(
+                "exited",
+                "the source ended the stream (ffmpeg read to its end)",
+                false
+            )
+        );
+        let v = classify(
+            "s",
+            &Ended {
+                clean: false,
+                status: "signal: 9 (SIGKILL)",
+                ..ended(&eof, &cam)
+            },
+        );
+        assert_eq!(v.end, failed("exited", "signal: 9 (SIGKILL)", false));
         // The generator ends when its pump wrote every frame (`--stop-after`) and ffmpeg exited 0.
         let g = Source::Generator;
         let done = PumpEnd::Done;
@@ -329,6 +378,42 @@ mod tests {
         assert!(matches!(
             classify("s", &Ended { pump: Some(&broke), ..ended(&eof, &g) }).end,
             AttemptEnd::Failed { what: "exited", ref why, fatal: false } if why.starts_with("exit status: 0; pump: WriteFailed")
+        ));
+    }
+
+    #[test]
+    fn a_file_that_never_opened_as_media_is_fatal_but_one_that_played_before_is_retried() {
+        let eof = EndReason::Eof;
+        let line = "file:/m/a.mp4: Invalid data found when processing input";
+        let f = file(true);
+        let never = Ended {
+            opened: false,
+            clean: false,
+            status: "exit status: 1",
+            last_line: line,
+            ..ended(&eof, &f)
+        };
+        assert!(matches!(
+            classify("s", &never).end,
+            AttemptEnd::Failed { fatal: true, ref why, .. } if why.contains("cannot read the file")
+        ));
+        let before = Ended {
+            published_before: true,
+            ..never
+        };
+        assert!(matches!(
+            classify("s", &before).end,
+            AttemptEnd::Failed { fatal: false, .. }
+        ));
+        // A camera's stream that is not media now may be later.
+        let cam = rtsp();
+        let c = Ended {
+            source: &cam,
+            ..never
+        };
+        assert!(matches!(
+            classify("s", &c).end,
+            AttemptEnd::Failed { fatal: false, .. }
         ));
     }
 

@@ -51,6 +51,10 @@ impl StreamRun {
             }
             match end {
                 AttemptEnd::Shutdown | AttemptEnd::Finished => return None,
+                AttemptEnd::Again { why } => {
+                    // Not a failure of the source: no pause, no restart counted, no `retrying`.
+                    self.status.set(StreamState::Starting, Some(why));
+                }
                 AttemptEnd::Failed { what, why, fatal } => {
                     if remaining.is_some_and(|r| r <= 0) || self.stopping() {
                         return None;
