@@ -751,7 +751,8 @@ fn audio_is_muxed_and_in_sync() {
 
 #[test]
 fn clip_containers_work_as_file_sources() {
-    // A Matroska file (millisecond times) and MPEG-TS (times from 1.4 s) are files like mp4.
+    // A Matroska file (millisecond times) and MPEG-TS (times from 1.4 s) are files like mp4,
+    // markers by UTC and by the file's own PTS included.
     let tmp = tempfile::tempdir().unwrap();
     for c in [Container::Mkv, Container::MpegTs] {
         let clip = make_clip(
@@ -767,6 +768,18 @@ fn clip_containers_work_as_file_sources() {
             &h,
             &m,
             json!({"label": "container", "utc": m.utc()}),
+            c.extension(),
+        );
+        // By the file's own PTS: a TS file's begin at 1.4 s, which ffmpeg takes off as it reads
+        // (pts_start adds its input's start back).
+        let pts = (clip.first_mint_90k + clip.nominal_frame_90k() / 2) as f64 / 90_000.0;
+        if c == Container::MpegTs {
+            assert!(clip.frames[0].pts_90k >= 90_000, "{:?}", clip.frames[0]);
+        }
+        post_and_check(
+            &h,
+            &m,
+            json!({"label": "container pts", "pts": pts}),
             c.extension(),
         );
     }

@@ -65,7 +65,9 @@ pub fn ffmpeg_args(cfg: &StreamConfig) -> Vec<OsString> {
 ///   and read back signed), so every frame's PTS is the source's.
 pub fn ffmpeg_args_at(cfg: &StreamConfig, first_frame: i64) -> Vec<OsString> {
     let mut a = Args::default();
-    a.push_all(&["-hide_banner", "-loglevel", "warning", "-nostats"]);
+    // Info for the input's dump (its start time: `RunSpec::input_start`), each line tagged with
+    // its level so that only warnings and errors are logged as such and kept as a reason.
+    a.push_all(&["-hide_banner", "-loglevel", "level+info", "-nostats"]);
     let generator = cfg.source.is_generator();
     if !generator {
         // stdin is the generator's frame pipe; nobody else's ffmpeg may read the terminal.
@@ -504,7 +506,7 @@ mod tests {
         assert_eq!(value(a, "-video_track_timescale"), "90000");
         assert_eq!(value(a, "-flush_packets"), "1");
         assert_eq!(a.last().unwrap(), "pipe:1");
-        assert_eq!(value(a, "-loglevel"), "warning");
+        assert_eq!(value(a, "-loglevel"), "level+info");
         assert!(has(a, "-nostats") && has(a, "-hide_banner"));
     }
 

@@ -106,7 +106,7 @@ pub enum PipelineError {
     Media(#[from] hlsmark_media::MediaError),
     #[error("ffmpeg's output has no video track")]
     NoVideo,
-    #[error("--video copy keeps H.264 only; the source's video is {0}")]
+    #[error("--video copy keeps H.264 that browsers play only; the source's video is {0}")]
     CopyNotH264(String),
     #[error("ffmpeg's video track has timescale {0}, expected 90000 (-video_track_timescale)")]
     VideoTimescale(u32),
@@ -133,6 +133,45 @@ fn harmless_ffmpeg_line(line: &str) -> bool {
     line.contains("deprecated pixel format used, make sure you did set range correctly")
 }
 
+/// One line of ffmpeg's stderr under `-loglevel level+...`: its level and the line without the
+/// `[level] ` tag (`[h264 @ 0x5] [error] msg` -> `[h264 @ 0x5] msg`). A line without a tag (an
+/// ffmpeg run without the `level` flag) is taken as a warning.
+fn split_level(line: &str) -> (&'static str, String) {
+    const LEVELS: [&str; 8] = [
+        "panic", "fatal", "error", "warning", "info", "verbose", "debug", "trace",
+    ];
+    for level in LEVELS {
+        let tag = format!("[{level}] ");
+        if let Some(i) = line.find(&tag)
+            && (i == 0 || line[..i].ends_with("] "))
+        {
+            return (level, format!("{}{}", &line[..i], &line[i + tag.len()..]));
+        }
+    }
+    ("warning", line.to_owned())
+}
+
+/// The start time of ffmpeg's first input in 90 kHz ticks, from its dump
+/// (`  Duration: 00:00:12.02, start: 11.376778, bitrate: 914 kb/s`): ffmpeg subtracts it from
+/// every timestamp it reads (without `-copyts`), so a source's own PTS is the output's plus it.
+/// Rounded as ffmpeg rescales (nearest, half away from zero) from its microseconds.
+fn dump_start_ticks(line: &str) -> Option<i64> {
+    let rest = line.trim_start().strip_prefix("Duration:")?;
+    let value = rest.split(", start: ").nth(1)?.split(',').next()?.trim();
+    let (neg, digits) = match value.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, value),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros = whole.parse::<i64>().ok()?.checked_mul(1_000_000)?
+        + format!("{frac:0<6}").parse::<i64>().ok()?;
+    let ticks = (micros.checked_mul(9)? + 50) / 100;
+    Some(if neg { -ticks } else { ticks })
+}
+
 /// A running ffmpeg child: its own process group, stderr to the log (target `ffmpeg`) with the
 /// last line kept as the reason of a failure, killed with its group when dropped.
 #[derive(Debug)]
@@ -141,6 +180,8 @@ pub struct Ffmpeg {
     pid: Option<u32>,
     reaped: bool,
     last_line: Arc<Mutex<String>>,
+    /// The first input's start time, from ffmpeg's dump.
+    input_start: Arc<std::sync::OnceLock<i64>>,
     /// Where its pid is recorded while it runs ([`Ffmpeg::record_pid`]).
     pid_file: Option<PathBuf>,
 }
@@ -235,8 +276,10 @@ impl Ffmpeg {
             },
         })?;
         let last_line = Arc::new(Mutex::new(String::new()));
+        let input_start = Arc::new(std::sync::OnceLock::new());
         if let Some(stderr) = child.stderr.take() {
             let (last, stream) = (last_line.clone(), stream.to_owned());
+            let start = input_start.clone();
             let source = source.clone();
             tokio::spawn(async move {
                 let mut r = tokio::io::BufReader::new(stderr);
@@ -249,6 +292,20 @@ impl Ffmpeg {
                     }
                     let line = source.redact(String::from_utf8_lossy(&buf).trim_end());
                     if line.is_empty() {
+                        continue;
+                    }
+                    let (level, line) = split_level(&line);
+                    if matches!(level, "info" | "verbose" | "debug" | "trace") {
+                        // The first input's dump: its start time (once; an input that has
+                        // none leaves 0 when the output's dump follows).
+                        if let Some(t) = dump_start_ticks(&line) {
+                            let _ = start.set(t);
+                        } else if line.starts_with("Stream mapping:")
+                            || line.starts_with("Output #0")
+                        {
+                            let _ = start.set(0);
+                        }
+                        tracing::debug!(target: "ffmpeg", stream = %stream, "{line}");
                         continue;
                     }
                     if harmless_ffmpeg_line(&line) {
@@ -272,6 +329,7 @@ impl Ffmpeg {
             child,
             reaped: false,
             last_line,
+            input_start,
             pid_file: None,
         })
     }
@@ -301,6 +359,12 @@ impl Ffmpeg {
 
     pub fn take_stdout(&mut self) -> Option<tokio::process::ChildStdout> {
         self.child.stdout.take()
+    }
+
+    /// The start time ffmpeg found in its first input (90 kHz ticks), once its dump was read
+    /// (`-loglevel level+info`); see [`RunSpec::input_start`].
+    pub fn input_start(&self) -> Arc<std::sync::OnceLock<i64>> {
+        self.input_start.clone()
     }
 
     /// ffmpeg's last stderr line (empty if it printed nothing).
@@ -400,6 +464,10 @@ pub struct RunSpec {
     /// clock is not published, so nothing gets a PDT in the future and a slow file does not
     /// play on through the shutdown); the open segment ends with what was taken.
     pub stop: watch::Receiver<bool>,
+    /// The start time ffmpeg subtracted from its input's timestamps ([`Ffmpeg::input_start`]):
+    /// an epoch's `pts_start` is its first frame's time in the source's own clock (a TS file
+    /// whose PTS begin at 11.4 s gives 11.4 s, not ffmpeg's 0.02 s).
+    pub input_start: Arc<std::sync::OnceLock<i64>>,
 }
 
 /// A finished, written segment.
@@ -609,9 +677,27 @@ fn std_duration(d: Duration90k) -> Duration {
     Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
 }
 
-/// An RFC 6381 codec string of H.264 (`avc1.64001f`, `avc3...`).
-fn is_h264(codec: &str) -> bool {
-    codec.starts_with("avc1") || codec.starts_with("avc3")
+/// Why browsers cannot play a copied video of this RFC 6381 codec string, if they cannot: what is
+/// not H.264, and H.264 of the profiles beyond High (`avc1.64001f` is High): High 10, High 4:2:2,
+/// High 4:4:4 and CAVLC 4:4:4 carry 10-bit or non-4:2:0 pictures no browser's MSE decodes.
+fn not_for_browsers(codec: &str) -> Option<String> {
+    let Some(rest) = codec
+        .strip_prefix("avc1.")
+        .or_else(|| codec.strip_prefix("avc3."))
+    else {
+        return (!(codec == "avc1" || codec == "avc3")).then(|| codec.to_owned());
+    };
+    let profile = rest.get(..2).and_then(|p| u8::from_str_radix(p, 16).ok());
+    let name = match profile? {
+        110 => "High 10",
+        122 => "High 4:2:2",
+        244 => "High 4:4:4 Predictive",
+        44 => "CAVLC 4:4:4 Intra",
+        _ => return None,
+    };
+    Some(format!(
+        "{codec} (H.264 {name}: 10-bit or not 4:2:0, which browsers do not decode)"
+    ))
 }
 
 /// The read loop's state.
@@ -643,8 +729,10 @@ impl Reader {
             return Err(PipelineError::SecondInit);
         }
         let video = init.video().ok_or(PipelineError::NoVideo)?;
-        if self.spec.copy && !is_h264(&video.codec) {
-            return Err(PipelineError::CopyNotH264(video.codec.clone()));
+        if self.spec.copy
+            && let Some(why) = not_for_browsers(&video.codec)
+        {
+            return Err(PipelineError::CopyNotH264(why));
         }
         if video.timescale != HZ {
             return Err(PipelineError::VideoTimescale(video.timescale));
@@ -869,6 +957,7 @@ impl Reader {
                             "PDT fell more than 3 s behind the wall clock; re-anchored as a new epoch"
                         );
                     }
+                    self.wait_input_start().await;
                     let e = self.source_epoch(&cut, seq, placed.utc_start);
                     self.epoch = Some(e);
                     let _ = self.tx.send(Output::Epoch(e));
@@ -879,6 +968,7 @@ impl Reader {
                 let e = match self.epoch {
                     Some(e) => e,
                     None => {
+                        self.wait_input_start().await;
                         let e = self.source_epoch(&cut, seq, utc_start);
                         // Paced imports: the end of this first segment is due now.
                         self.pace_origin = Some((cut.start + cut.duration, UtcTime::now()));
@@ -915,14 +1005,30 @@ impl Reader {
         Ok(())
     }
 
+    /// ffmpeg prints its input's dump before it writes any output, but on another pipe: a first
+    /// segment cut at disk speed may come before that line is read. Waits for it a little
+    /// (ffmpeg always prints it; a run whose stderr says nothing goes on with 0).
+    async fn wait_input_start(&self) {
+        for _ in 0..40 {
+            if self.spec.input_start.get().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A real source's epoch beginning with `cut` (sequence `seq`) at `utc_start`.
     fn source_epoch(&self, cut: &CutSegment, seq: SeqNo, utc_start: UtcTime) -> Epoch {
         let fps = nominal_rate(cut);
         let segment_frames =
             u32::try_from(fps.frames_nearest(self.spec.target).max(1)).unwrap_or(u32::MAX);
-        let pts_start = self
-            .offsets
-            .map(|o| cut.start.ticks().saturating_sub(o.video));
+        let input_start = self.spec.input_start.get().copied().unwrap_or(0);
+        let pts_start = self.offsets.map(|o| {
+            cut.start
+                .ticks()
+                .saturating_sub(o.video)
+                .saturating_add(input_start)
+        });
         Epoch {
             index: self.index,
             first_seq: seq,
@@ -1041,6 +1147,63 @@ mod tests {
                     size: 1,
                 })
                 .collect(),
+        }
+    }
+
+    #[test]
+    fn ffmpeg_lines_lose_their_level_tag_and_the_input_start_is_read_exactly() {
+        assert_eq!(
+            split_level("[mov,mp4 @ 0x56] [error] moov atom not found"),
+            ("error", "[mov,mp4 @ 0x56] moov atom not found".to_owned())
+        );
+        assert_eq!(
+            split_level("[error] file:a.mp4: Invalid data found when processing input"),
+            (
+                "error",
+                "file:a.mp4: Invalid data found when processing input".to_owned()
+            )
+        );
+        assert_eq!(split_level("[info]   Duration: N/A").0, "info");
+        assert_eq!(
+            split_level("plain line [info] inside"),
+            ("warning", "plain line [info] inside".to_owned())
+        );
+        let d = |s: &str| dump_start_ticks(s);
+        assert_eq!(
+            d("  Duration: 00:00:12.02, start: 11.376778, bitrate: 914 kb/s"),
+            Some(1_023_910)
+        );
+        assert_eq!(d("  Duration: N/A, start: 0.000000, bitrate: N/A"), Some(0));
+        // 1 us = 0.09 ticks: ffmpeg's nearest, half away from zero.
+        assert_eq!(d("  Duration: N/A, start: 0.000006, bitrate: N/A"), Some(1));
+        assert_eq!(
+            d("  Duration: N/A, start: -0.021333, bitrate: N/A"),
+            Some(-1_920)
+        );
+        assert_eq!(d("  Duration: 00:00:01.00, bitrate: 5 kb/s"), None);
+        assert_eq!(d("    Stream #0:0: Video: h264"), None);
+    }
+
+    #[test]
+    fn copy_keeps_the_h264_browsers_play_and_nothing_else() {
+        for ok in [
+            "avc1.42c01e",
+            "avc1.4d401f",
+            "avc1.64001f",
+            "avc3.640028",
+            "avc1",
+        ] {
+            assert_eq!(not_for_browsers(ok), None, "{ok}");
+        }
+        for (no, says) in [
+            ("hev1.1.6.L93.B0", "hev1"),
+            ("vp09.00.10.08", "vp09"),
+            ("avc1.6e001f", "High 10"),
+            ("avc1.7a001f", "4:2:2"),
+            ("avc1.f4001f", "4:4:4"),
+        ] {
+            let why = not_for_browsers(no).unwrap_or_default();
+            assert!(why.contains(says), "{no}: {why}");
         }
     }
 

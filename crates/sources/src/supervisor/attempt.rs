@@ -244,6 +244,7 @@ impl StreamRun {
             restream: self.restream.clone(),
             pace: self.cfg.source.paced_by_reader() && self.cfg.pace,
             stop: self.stop_rx.clone(),
+            input_start: ff.input_start(),
         };
         let reader = tokio::spawn(pipeline::read_loop(stdout, spec, otx));
 

@@ -107,12 +107,12 @@ pub(super) fn classify(stream: &str, e: &Ended<'_>) -> Verdict {
             tracing::warn!(
                 stream = %stream,
                 codec = %codec,
-                "--video copy keeps H.264 only; re-encoding this source with libx264"
+                "--video copy keeps H.264 that browsers play only; re-encoding this source with libx264"
             );
             v.reencode = true;
             AttemptEnd::Again {
                 why: format!(
-                    "--video copy keeps H.264 only; the source's video is {codec}: re-encoding"
+                    "--video copy keeps H.264 that browsers play only; the source's video is {codec}: re-encoding"
                 ),
             }
         }
