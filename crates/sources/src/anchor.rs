@@ -69,6 +69,12 @@ impl Anchor {
         self.open_min = Some(self.open_min.map_or(o, |m| m.min(o)));
     }
 
+    /// The wall time of media time `t` as the last placed segment has it (its PDT plus the media
+    /// since), before any slew of later segments; `None` before the first placement.
+    pub fn utc_at(&self, t: HlsTime) -> Option<UtcTime> {
+        self.last.map(|(start, utc)| utc + (t - start))
+    }
+
     /// Places the segment `[start, start + duration)` made of the fragments observed since the
     /// previous call. `now` is used only when no fragment was observed (it cannot happen in the
     /// pipeline, which observes every fragment).

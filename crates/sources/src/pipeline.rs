@@ -438,6 +438,28 @@ pub enum Timing {
     },
 }
 
+/// How far ahead of the wall clock a live source's media may be published ([`Pace::Live`]).
+pub const LIVE_AHEAD: Duration90k = Duration90k::from_secs(1);
+
+/// How the read loop holds ffmpeg's output back (the pipe then holds ffmpeg back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Never: the generator (its pump paces), unpaced imports.
+    Off,
+    /// Files, read by ffmpeg without `-re`: a fragment is taken no earlier than the PDT of its
+    /// end (for a paced import, its pace origin). Nothing waits before the epoch exists, so the
+    /// first segment comes as fast as ffmpeg reads it (launch time) and its anchor (the
+    /// least-delayed fragment) puts that burst in the past: PDT stays the wall time a frame is
+    /// published at, as with `-re`.
+    Media,
+    /// Live sources: a guard, not a pace. A fragment is taken no earlier than [`LIVE_AHEAD`]
+    /// before the PDT of its end as the anchor has it (slewed, so a camera whose clock runs a
+    /// little fast is never held): a live camera's media arrives after its PDT and never waits,
+    /// but a source read faster than real time (a file over HTTP, a finished HLS recording) no
+    /// longer publishes PDT in the future.
+    Live,
+}
+
 /// What one run needs.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -454,12 +476,8 @@ pub struct RunSpec {
     pub copy: bool,
     /// Restream targets: handed every init section and every rebased fragment, never waited on.
     pub restream: Option<hlsmark_outputs::Restream>,
-    /// Pace ffmpeg's output to real time here (files, read by ffmpeg without `-re`): a fragment is
-    /// taken no earlier than the PDT of its end. Nothing waits before the epoch exists, so the
-    /// first segment comes as fast as ffmpeg reads it (launch time) and its anchor (the
-    /// least-delayed fragment) puts that burst in the past: PDT stays the wall time a frame is
-    /// published at, as with `-re`.
-    pub pace: bool,
+    /// Whether and how ffmpeg's output is held back to real time here ([`Pace`]).
+    pub pace: Pace,
     /// Shutdown: a paced run stops taking media at once (what ffmpeg wrote ahead of the wall
     /// clock is not published, so nothing gets a PDT in the future and a slow file does not
     /// play on through the shutdown); the open segment ends with what was taken.
@@ -801,9 +819,7 @@ impl Reader {
             .filter(|s| s.track == self.video)
             .map(|s| s.pts + i64::from(s.duration))
             .max();
-        if self.spec.pace
-            && let Some(due) = media_end.and_then(|end| self.due(HlsTime(end)))
-        {
+        if let Some(due) = media_end.and_then(|end| self.due(HlsTime(end))) {
             // Sleeping holds ffmpeg back through the pipe; a stall is only noticed while reading.
             let wait = due - UtcTime::now();
             if wait.ticks() > 0 {
@@ -834,12 +850,18 @@ impl Reader {
         Ok(())
     }
 
-    /// The wall time at which media ending at `end` may be taken (paced runs), once the epoch
-    /// exists: its PDT, or for an import the pace origin set when its epoch was made.
+    /// The wall time at which media ending at `end` may be taken ([`Pace`]), once the epoch
+    /// exists: its PDT, for an import the pace origin set when its epoch was made, for a live
+    /// source [`LIVE_AHEAD`] before its PDT as the anchor has it.
     fn due(&self, end: HlsTime) -> Option<UtcTime> {
-        match self.spec.timing {
-            Timing::Import { .. } => self.pace_origin.map(|(h, u)| u + (end - h)),
-            _ => self.epoch.map(|e| e.utc_at(end)),
+        match (self.spec.pace, self.spec.timing) {
+            (Pace::Off, _) => None,
+            (Pace::Live, _) => {
+                self.epoch?;
+                self.anchor.utc_at(end).map(|u| u - LIVE_AHEAD)
+            }
+            (Pace::Media, Timing::Import { .. }) => self.pace_origin.map(|(h, u)| u + (end - h)),
+            (Pace::Media, _) => self.epoch.map(|e| e.utc_at(end)),
         }
     }
 

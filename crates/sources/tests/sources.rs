@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use hlsmark_clock::{Duration90k, Epoch, HlsTime, Segment, Timeline, UtcTime};
 use hlsmark_sources::encode::VideoMode;
+use hlsmark_sources::pipeline::LIVE_AHEAD;
 use hlsmark_sources::{GeneratorError, Report, Source, StreamConfig};
 use hlsmark_store::{Store, StreamName, StreamState, StreamStatus};
 use hlsmark_testkit::decode::probe_streams;
@@ -495,14 +496,13 @@ async fn a_2997_fps_source_gets_segments_of_one_length() {
     );
     let data = tmp.path().join("data");
     let store = embedded(&data).await;
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let body = std::fs::read(&clip.path).unwrap();
-    let len = body.len();
-    // Served once, unpaced (HTTP): the whole clip arrives in a few seconds.
-    let server = http_server(listener, body, len, false);
-    let url = format!("http://127.0.0.1:{port}/ntsc.ts");
-    let cfg = config(&data, "ntsc", Source::parse(&url, false, true).unwrap());
+    // Imported unpaced: the whole clip is encoded in a few seconds.
+    let mut cfg = config(
+        &data,
+        "ntsc",
+        Source::parse(clip.path.to_str().unwrap(), false, false).unwrap(),
+    );
+    cfg.pace = false;
     let (stop, h) = spawn(cfg, store.clone());
     wait_for("the clip's segments", Duration::from_secs(60), async || {
         segments(store.as_ref(), "ntsc")
@@ -514,9 +514,9 @@ async fn a_2997_fps_source_gets_segments_of_one_length() {
             >= 1_260
     })
     .await;
-    stop.send(()).unwrap();
+    // (The import may have ended already.)
+    let _ = stop.send(());
     let _ = h.await;
-    server.store(true, Ordering::Relaxed);
     let segs: Vec<Segment> = segments(store.as_ref(), "ntsc")
         .await
         .into_iter()
@@ -534,6 +534,59 @@ async fn a_2997_fps_source_gets_segments_of_one_length() {
         );
         assert_eq!(s.duration.ticks(), 90_090, "segment {:?}", s.seq);
     }
+}
+
+/// Regression: a file served over HTTP (not a live stream) is read as fast as ffmpeg can, and its
+/// segments were published at once with PDT seconds in the future (a 12 s file ran 32 s ahead
+/// after 14 s). A live source's media may now be published at most `LIVE_AHEAD` (1 s) before
+/// its PDT: a real camera's media arrives after its PDT and is never held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_served_over_http_is_never_published_ahead_of_the_wall_clock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = make_clip(
+        tmp.path(),
+        &ClipSpec::new("vod")
+            .size(160, 96)
+            .frames(150)
+            .container(Container::MpegTs),
+    );
+    let data = tmp.path().join("data");
+    let store = embedded(&data).await;
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::fs::read(&clip.path).unwrap();
+    let len = body.len();
+    let server = http_server(listener, body, len, false);
+    let url = format!("http://127.0.0.1:{port}/vod.ts");
+    let cfg = config(&data, "vod", Source::parse(&url, false, true).unwrap());
+    let (stop, h) = spawn(cfg, store.clone());
+    let mut worst = i64::MIN;
+    wait_for(
+        "the clip's 6 s published",
+        Duration::from_secs(40),
+        async || {
+            let segs = segments(store.as_ref(), "vod").await;
+            let now = hlsmark_clock::UtcTime::now();
+            for s in segs.iter().filter(|s| s.epoch == 0) {
+                worst = worst.max((s.utc_start + s.duration - now).ticks());
+            }
+            segs.iter()
+                .filter(|s| s.epoch == 0)
+                .map(|s| s.frames.len())
+                .sum::<usize>()
+                >= 150
+        },
+    )
+    .await;
+    stop.send(()).unwrap();
+    let _ = h.await;
+    server.store(true, Ordering::Relaxed);
+    // One part of slack on top of the guard: a check may fall just after a segment was stored.
+    assert!(
+        worst <= LIVE_AHEAD.ticks() + 18_000,
+        "a segment ended {:.2} s in the future",
+        worst as f64 / 90_000.0
+    );
 }
 
 fn lengths(segs: &[Segment]) -> Vec<usize> {

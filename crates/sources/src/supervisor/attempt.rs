@@ -18,7 +18,9 @@ use crate::config::StreamConfig;
 use crate::encode::VideoMode;
 use crate::events::Event;
 use crate::ffmpeg::{ffmpeg_args, ffmpeg_args_at};
-use crate::pipeline::{self, EndReason, Ffmpeg, Output, PipelineError, Published, RunSpec, Timing};
+use crate::pipeline::{
+    self, EndReason, Ffmpeg, Output, Pace, PipelineError, Published, RunSpec, Timing,
+};
 use crate::publish::Op;
 use crate::pump::{PumpEnd, PumpSpec, pump};
 use crate::render::Renderer;
@@ -242,7 +244,13 @@ impl StreamRun {
             parts: !self.cfg.part_duration.is_zero() && self.cfg.pace,
             copy: matches!(self.cfg.encoding.video, VideoMode::Copy),
             restream: self.restream.clone(),
-            pace: self.cfg.source.paced_by_reader() && self.cfg.pace,
+            pace: if self.cfg.source.paced_by_reader() && self.cfg.pace {
+                Pace::Media
+            } else if self.cfg.source.is_live() {
+                Pace::Live
+            } else {
+                Pace::Off
+            },
             stop: self.stop_rx.clone(),
             input_start: ff.input_start(),
         };
