@@ -50,6 +50,11 @@ pub struct StreamConfig {
     pub part_duration: Duration,
     /// Segments in the live playlist (read by the API); retention never goes below this window.
     pub live_window: u32,
+    /// Not a setting: an HTTP source found to carry no timestamps (Motion JPEG,
+    /// `multipart/x-mixed-replace`, which ffmpeg would stamp at 25 fps whatever the camera
+    /// sends) is read with its arrival times (`-use_wallclock_as_timestamps 1`). Set by the
+    /// supervisor from ffprobe before the first attempt.
+    pub stamp_arrival: bool,
     /// Segments whose media ended longer ago than this leave the index and the disk.
     pub retention: Duration,
     /// Markers older than this are dropped too; `None` keeps markers forever.
@@ -181,6 +186,7 @@ impl StreamConfig {
             segment_duration: Duration::from_secs(1),
             part_duration: Duration::from_millis(200),
             live_window: 30,
+            stamp_arrival: false,
             retention: Duration::from_secs(3600),
             marker_retention: None,
             event_mean: Duration::from_secs(10),

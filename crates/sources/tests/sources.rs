@@ -589,6 +589,116 @@ async fn a_file_served_over_http_is_never_published_ahead_of_the_wall_clock() {
     );
 }
 
+/// A Motion JPEG camera over HTTP (`multipart/x-mixed-replace`, 10 pictures a second, every
+/// connection served): JPEGs made by a real ffmpeg, written one by one in real time.
+fn mjpeg_camera(listener: TcpListener, jpegs: Vec<Vec<u8>>) -> Arc<AtomicBool> {
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let jpegs = Arc::new(jpegs);
+        while !d.load(Ordering::Relaxed) {
+            let Ok((mut sock, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let (d, jpegs) = (d.clone(), jpegs.clone());
+            std::thread::spawn(move || {
+                sock.set_nonblocking(false).unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf);
+                let head = "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
+                if sock.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let t0 = Instant::now();
+                for (n, j) in jpegs.iter().cycle().enumerate() {
+                    // On a schedule, not a sleep after each write: exactly 10 a second.
+                    let due = t0 + Duration::from_millis(100 * n as u64);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let part = format!(
+                        "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                        j.len()
+                    );
+                    let ok = sock.write_all(part.as_bytes()).is_ok()
+                        && sock.write_all(j).is_ok()
+                        && sock.write_all(b"\r\n").is_ok();
+                    if !ok || d.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    done
+}
+
+/// Regression: Motion JPEG has no timestamps and ffmpeg stamped it at 25 fps, so a 10 fps camera's
+/// media ran at 0.4x the wall clock and was re-anchored as a new epoch every few seconds. It is
+/// found by ffprobe and read with arrival times: one epoch at the camera's rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_motion_jpeg_camera_over_http_plays_at_its_own_rate_in_one_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(hlsmark_testkit::require_program("ffmpeg"))
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=10",
+        ])
+        .args(["-frames:v", "20", "-c:v", "mjpeg", "-f", "image2pipe", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Split the piped JPEGs at their start-of-image markers.
+    let starts: Vec<usize> = out
+        .stdout
+        .windows(3)
+        .enumerate()
+        .filter(|(_, w)| *w == [0xFF, 0xD8, 0xFF])
+        .map(|(i, _)| i)
+        .collect();
+    let jpegs: Vec<Vec<u8>> = starts
+        .iter()
+        .zip(starts.iter().skip(1).chain([&out.stdout.len()]))
+        .map(|(&a, &b)| out.stdout[a..b].to_vec())
+        .collect();
+    assert_eq!(jpegs.len(), 20);
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let camera = mjpeg_camera(listener, jpegs);
+    let data = tmp.path().join("data");
+    let store = embedded(&data).await;
+    let url = format!("http://127.0.0.1:{port}/video.cgi");
+    let cfg = config(&data, "mjpeg", Source::parse(&url, false, true).unwrap());
+    let (stop, h) = spawn(cfg, store.clone());
+    wait_for("8 s of media", Duration::from_secs(40), async || {
+        segments(store.as_ref(), "mjpeg")
+            .await
+            .iter()
+            .map(|s| s.duration.ticks())
+            .sum::<i64>()
+            >= 8 * 90_000
+    })
+    .await;
+    stop.send(()).unwrap();
+    let _ = h.await;
+    camera.store(true, Ordering::Relaxed);
+    let t = timeline(store.as_ref(), "mjpeg").await;
+    assert_eq!(t.epochs().len(), 1, "re-anchored: {:?}", t.epochs());
+    // Pictures per second of media: the camera's 10 (ffmpeg's 25 when it stamped them).
+    let segs = segments(store.as_ref(), "mjpeg").await;
+    let frames: usize = segs.iter().map(|s| s.frames.len()).sum();
+    let secs = segs.iter().map(|s| s.duration.ticks()).sum::<i64>() as f64 / 90_000.0;
+    let rate = frames as f64 / secs;
+    assert!(
+        (9.0..=11.0).contains(&rate),
+        "{frames} pictures in {secs:.2} s of media: {rate:.1} a second, the camera sends 10"
+    );
+}
+
 fn lengths(segs: &[Segment]) -> Vec<usize> {
     segs.iter().map(|s| s.frames.len()).collect()
 }
