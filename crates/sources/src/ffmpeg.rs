@@ -148,7 +148,9 @@ pub fn ffmpeg_args_at(cfg: &StreamConfig, first_frame: i64) -> Vec<OsString> {
 }
 
 /// The preview branch, a second output of the same ffmpeg (only while the preview tap reads its
-/// FIFO): the video decoded once more at `fps`, scaled to `width` (even height), as JPEG pictures
+/// FIFO): the video decoded once more at `fps`, scaled to `width` and the height its display
+/// aspect gives (even; an anamorphic source's sample aspect ratio is applied, square pixels out:
+/// browsers ignore a JPEG's pixel aspect, so its previews looked squashed), as JPEG pictures
 /// (`-q:v 5`: about 15-30 KB at 480x270), each flushed to the FIFO as it is made. Nothing of it
 /// reaches the HLS output; for a copied stream it is the only decoding ffmpeg does.
 fn preview_output(a: &mut Args, cfg: &StreamConfig) {
@@ -156,7 +158,11 @@ fn preview_output(a: &mut Args, cfg: &StreamConfig) {
         return;
     };
     a.push_all(&["-map", "0:v:0", "-an", "-sn", "-dn", "-vf"]);
-    a.push(format!("fps={},scale={}:-2", p.fps, p.width));
+    a.push(format!(
+        "fps={fps},scale={w}:'trunc({w}*ih/(iw*sar)/2)*2',setsar=1",
+        fps = p.fps,
+        w = p.width
+    ));
     a.push_all(&[
         "-c:v",
         "mjpeg",
@@ -803,7 +809,10 @@ mod tests {
         let main_end = a.iter().position(|x| x == "pipe:1").unwrap();
         let tail = &a[main_end + 1..];
         assert_eq!(tail[..2], ["-map", "0:v:0"]);
-        assert_eq!(value(tail, "-vf"), "fps=5,scale=320:-2");
+        assert_eq!(
+            value(tail, "-vf"),
+            "fps=5,scale=320:'trunc(320*ih/(iw*sar)/2)*2',setsar=1"
+        );
         assert_eq!(value(tail, "-f"), "image2pipe");
         assert_eq!(value(tail, "-c:v"), "mjpeg");
         assert!(tail.last().unwrap().ends_with("/preview.fifo"));
