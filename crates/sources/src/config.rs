@@ -53,7 +53,7 @@ pub struct StreamConfig {
     /// Not a setting: an HTTP source found to carry no timestamps (Motion JPEG,
     /// `multipart/x-mixed-replace`, which ffmpeg would stamp at 25 fps whatever the camera
     /// sends) is read with its arrival times (`-use_wallclock_as_timestamps 1`). Set by the
-    /// supervisor from ffprobe before the first attempt.
+    /// supervisor when ffmpeg's input dump names `mpjpeg` (that first attempt ends at once).
     pub stamp_arrival: bool,
     /// Segments whose media ended longer ago than this leave the index and the disk.
     pub retention: Duration,

@@ -395,40 +395,6 @@ impl Args {
     }
 }
 
-/// The container ffprobe finds at `url` (`mpjpeg`, `mpegts`, `hls`...), from its first 64 KB
-/// and without stream analysis (~0.1-0.2 s over loopback); `None` when ffprobe is missing, the
-/// source does not answer within 10 s, or it is not media. `ffprobe` sits next to `ffmpeg`.
-pub async fn probe_format(ffmpeg: &Path, url: &str) -> Option<String> {
-    let ffprobe = ffmpeg.with_file_name("ffprobe");
-    let run = tokio::process::Command::new(ffprobe)
-        .args([
-            "-v",
-            "quiet",
-            "-probesize",
-            "65536",
-            "-analyzeduration",
-            "0",
-        ])
-        .args([
-            "-rw_timeout",
-            "5000000",
-            "-show_entries",
-            "format=format_name",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(url)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(10), run)
-        .await
-        .ok()?
-        .ok()?;
-    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !name.is_empty()).then_some(name)
-}
-
 /// Checks at start-up that the ffmpeg binary runs and has libx264; returns its version line.
 pub async fn check_ffmpeg(path: &Path) -> Result<String, SourceError> {
     // Checked once per binary and process: `run` checks before binding and every stream's start
@@ -774,7 +740,7 @@ mod tests {
         assert_eq!(value(&a, "-vf"), "scale=640:360");
         assert_eq!(value(&a, "-crf"), "30");
         assert!(!has(&a, "-use_wallclock_as_timestamps"));
-        // A Motion JPEG camera (found by ffprobe) is stamped with arrival times.
+        // A Motion JPEG camera (found in ffmpeg's input dump) is stamped with arrival times.
         c.stamp_arrival = true;
         let a = strings(ffmpeg_args(&c));
         assert_eq!(value(&a, "-use_wallclock_as_timestamps"), "1");

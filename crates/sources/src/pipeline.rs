@@ -124,6 +124,10 @@ pub enum PipelineError {
     },
     #[error("the segment writer task failed: {0}")]
     Join(String),
+    /// The input carries no timestamps (Motion JPEG over HTTP: ffmpeg would stamp it at 25 fps
+    /// whatever the camera sends); read again with arrival times.
+    #[error("the source is {0}, which carries no timestamps")]
+    NoTimestamps(String),
 }
 
 /// ffmpeg's warnings that say nothing about the stream: swscale's note on the JPEG-range pixel
@@ -149,6 +153,11 @@ fn split_level(line: &str) -> (&'static str, String) {
         }
     }
     ("warning", line.to_owned())
+}
+
+/// The container of ffmpeg's first input, from its dump (`Input #0, mpegts, from 'x.ts':`).
+fn dump_input_format(line: &str) -> Option<&str> {
+    line.strip_prefix("Input #0, ")?.split(", from ").next()
 }
 
 /// The start time of ffmpeg's first input in 90 kHz ticks, from its dump
@@ -182,6 +191,8 @@ pub struct Ffmpeg {
     last_line: Arc<Mutex<String>>,
     /// The first input's start time, from ffmpeg's dump.
     input_start: Arc<std::sync::OnceLock<i64>>,
+    /// The first input's container (`mpegts`, `mpjpeg`...), from ffmpeg's dump.
+    input_format: Arc<std::sync::OnceLock<String>>,
     /// Where its pid is recorded while it runs ([`Ffmpeg::record_pid`]).
     pid_file: Option<PathBuf>,
 }
@@ -277,9 +288,10 @@ impl Ffmpeg {
         })?;
         let last_line = Arc::new(Mutex::new(String::new()));
         let input_start = Arc::new(std::sync::OnceLock::new());
+        let input_format = Arc::new(std::sync::OnceLock::new());
         if let Some(stderr) = child.stderr.take() {
             let (last, stream) = (last_line.clone(), stream.to_owned());
-            let start = input_start.clone();
+            let (start, format) = (input_start.clone(), input_format.clone());
             let source = source.clone();
             tokio::spawn(async move {
                 let mut r = tokio::io::BufReader::new(stderr);
@@ -298,7 +310,9 @@ impl Ffmpeg {
                     if matches!(level, "info" | "verbose" | "debug" | "trace") {
                         // The first input's dump: its start time (once; an input that has
                         // none leaves 0 when the output's dump follows).
-                        if let Some(t) = dump_start_ticks(&line) {
+                        if let Some(f) = dump_input_format(&line) {
+                            let _ = format.set(f.to_owned());
+                        } else if let Some(t) = dump_start_ticks(&line) {
                             let _ = start.set(t);
                         } else if line.starts_with("Stream mapping:")
                             || line.starts_with("Output #0")
@@ -330,6 +344,7 @@ impl Ffmpeg {
             reaped: false,
             last_line,
             input_start,
+            input_format,
             pid_file: None,
         })
     }
@@ -365,6 +380,11 @@ impl Ffmpeg {
     /// (`-loglevel level+info`); see [`RunSpec::input_start`].
     pub fn input_start(&self) -> Arc<std::sync::OnceLock<i64>> {
         self.input_start.clone()
+    }
+
+    /// The container of ffmpeg's first input, once its dump was read.
+    pub fn input_format(&self) -> Arc<std::sync::OnceLock<String>> {
+        self.input_format.clone()
     }
 
     /// ffmpeg's last stderr line (empty if it printed nothing).
@@ -486,6 +506,12 @@ pub struct RunSpec {
     /// an epoch's `pts_start` is its first frame's time in the source's own clock (a TS file
     /// whose PTS begin at 11.4 s gives 11.4 s, not ffmpeg's 0.02 s).
     pub input_start: Arc<std::sync::OnceLock<i64>>,
+    /// The container of ffmpeg's input ([`Ffmpeg::input_format`]).
+    pub input_format: Arc<std::sync::OnceLock<String>>,
+    /// An input without timestamps (`mpjpeg`) ends the run with
+    /// [`PipelineError::NoTimestamps`] so that the next is read with arrival times (HTTP sources
+    /// not read so yet).
+    pub stamp_arrival_next: bool,
 }
 
 /// A finished, written segment.
@@ -745,6 +771,17 @@ impl Reader {
     async fn on_init(&mut self, init: Init) -> Result<(), PipelineError> {
         if self.init.is_some() {
             return Err(PipelineError::SecondInit);
+        }
+        if self.spec.stamp_arrival_next {
+            self.wait_dump().await;
+            if let Some(f) = self
+                .spec
+                .input_format
+                .get()
+                .filter(|f| f.as_str() == "mpjpeg")
+            {
+                return Err(PipelineError::NoTimestamps(f.clone()));
+            }
         }
         let video = init.video().ok_or(PipelineError::NoVideo)?;
         if self.spec.copy
@@ -1031,6 +1068,11 @@ impl Reader {
     /// segment cut at disk speed may come before that line is read. Waits for it a little
     /// (ffmpeg always prints it; a run whose stderr says nothing goes on with 0).
     async fn wait_input_start(&self) {
+        self.wait_dump().await;
+    }
+
+    /// Waits up to 200 ms for ffmpeg's input dump to be read ([`Self::wait_input_start`]).
+    async fn wait_dump(&self) {
         for _ in 0..40 {
             if self.spec.input_start.get().is_some() {
                 return;
@@ -1204,6 +1246,15 @@ mod tests {
         );
         assert_eq!(d("  Duration: 00:00:01.00, bitrate: 5 kb/s"), None);
         assert_eq!(d("    Stream #0:0: Video: h264"), None);
+        assert_eq!(
+            dump_input_format("Input #0, mpjpeg, from 'http://cam/video.cgi':"),
+            Some("mpjpeg")
+        );
+        assert_eq!(
+            dump_input_format("Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'file:a.mp4':"),
+            Some("mov,mp4,m4a,3gp,3g2,mj2")
+        );
+        assert_eq!(dump_input_format("Output #0, mp4, to 'pipe:1':"), None);
     }
 
     #[test]

@@ -91,9 +91,34 @@ pub(crate) fn preview_error(e: PreviewError) -> ApiError {
     }
 }
 
+/// `width=` or `fps=`: a whole number, checked against its range by [`Hub::check`]; what is not
+/// a number gets that range in its message too (`width=-1: must be 64 to 1280 pixels`).
 fn number(name: &str, v: Option<&str>) -> Result<Option<u32>, ApiError> {
-    v.map(|s| parse_u64(name, s, u64::from(u32::MAX)).map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
-        .transpose()
+    let Some(s) = v else { return Ok(None) };
+    match parse_u64(name, s, u64::from(u32::MAX)) {
+        Ok(n) => Ok(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+        Err(_) => {
+            let range = match name {
+                "width" => format!(
+                    "{} to {} pixels",
+                    hlsmark_previews::WIDTHS.start(),
+                    hlsmark_previews::WIDTHS.end()
+                ),
+                _ => format!(
+                    "{} to {} pictures a second",
+                    hlsmark_previews::RATES.start(),
+                    hlsmark_previews::RATES.end()
+                ),
+            };
+            Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!(
+                    "{name}={:?}: must be a whole number, {range}",
+                    s.chars().take(32).collect::<String>()
+                ),
+            ))
+        }
+    }
 }
 
 /// The stream must exist: it has an in-process preview feed, or the store knows it.

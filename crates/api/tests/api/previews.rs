@@ -349,6 +349,10 @@ fn endless_gif_is_decoded_frame_by_frame_at_the_rate_with_mint_during_events() {
         request(run.addr, "GET", "/preview/live.mjpeg?fps=0", &[], b"").error_code(),
         "invalid_parameter"
     );
+    // Not a number: the same code, and the message gives the range (not u32's).
+    let r = request(run.addr, "GET", "/preview/live.gif?width=-1", &[], b"");
+    assert_eq!(r.error_code(), "invalid_parameter");
+    assert!(r.text().contains("64 to 1280"), "{}", r.text());
     assert_eq!(
         request(run.addr, "GET", "/preview/nosuch.gif", &[], b"").error_code(),
         "unknown_stream"

@@ -176,7 +176,6 @@ impl StreamRun {
                 );
             }
         };
-        self.probe_http_once().await;
         let args = match &gen_epoch {
             Some(g) => ffmpeg_args_at(&self.cfg, g.g0),
             None => ffmpeg_args(&self.cfg),
@@ -255,6 +254,10 @@ impl StreamRun {
             },
             stop: self.stop_rx.clone(),
             input_start: ff.input_start(),
+            input_format: ff.input_format(),
+            // Motion JPEG over HTTP, found in ffmpeg's dump, is read again with arrival times.
+            stamp_arrival_next: matches!(self.cfg.source, Source::Http { .. })
+                && !self.cfg.stamp_arrival,
         };
         let reader = tokio::spawn(pipeline::read_loop(stdout, spec, otx));
 
@@ -365,6 +368,9 @@ impl StreamRun {
         if verdict.reencode {
             self.cfg.encoding.video = VideoMode::Encode;
         }
+        if verdict.stamp_arrival {
+            self.cfg.stamp_arrival = true;
+        }
         self.disk_failure = verdict.disk_failure;
         let end = verdict.end;
         tracing::info!(
@@ -378,33 +384,6 @@ impl StreamRun {
             "ffmpeg exited"
         );
         (end, live_since.map(|t| t.elapsed()), frames)
-    }
-
-    /// An HTTP source other than an HLS playlist is probed once per run: Motion JPEG carries no
-    /// timestamps (ffmpeg would stamp a 10 fps camera at 25 fps: media slower than the wall
-    /// clock, re-anchored every few seconds), so it is read with its arrival times.
-    async fn probe_http_once(&mut self) {
-        let Source::Http { url } = &self.cfg.source else {
-            return;
-        };
-        if std::mem::replace(&mut self.http_probed, true) {
-            return;
-        }
-        let path = url.split(['?', '#']).next().unwrap_or_default();
-        if path.to_ascii_lowercase().ends_with(".m3u8") {
-            return;
-        }
-        let format = crate::ffmpeg::probe_format(&self.cfg.ffmpeg, url).await;
-        if format.as_deref() == Some("mpjpeg") {
-            tracing::info!(
-                stream = %self.cfg.stream,
-                "the source is Motion JPEG (no timestamps): each picture is stamped when it arrives"
-            );
-            self.cfg.stamp_arrival = true;
-        } else if format.is_none() {
-            // Not known now (down, slow): the next attempt asks again.
-            self.http_probed = false;
-        }
     }
 
     /// Asks the attempt to end cleanly: the generator closes ffmpeg's input, a source's ffmpeg

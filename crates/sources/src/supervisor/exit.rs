@@ -13,10 +13,11 @@ pub(super) enum AttemptEnd {
     /// `--stop-after` reached, or a file played once ended.
     Finished,
     /// Nothing failed, but the next attempt must run differently (`--video copy` of a codec
-    /// browsers do not play: it encodes): started again at once, not counted as a restart; `why`
-    /// is shown as the stream's last error so the reason stays visible.
+    /// browsers do not play: it encodes; Motion JPEG: stamped on arrival): started again at
+    /// once, not counted as a restart; `why`, if any, is shown as the stream's last error so the
+    /// reason stays visible.
     Again {
-        why: String,
+        why: Option<String>,
     },
     /// Retried after a pause, unless `fatal`.
     Failed {
@@ -69,6 +70,8 @@ pub(super) struct Verdict {
     pub reencode: bool,
     /// Writing a file failed: the disk's fault, not the source's (a short retry pause).
     pub disk_failure: bool,
+    /// The input has no timestamps (Motion JPEG): the next attempts stamp arrival times.
+    pub stamp_arrival: bool,
 }
 
 /// Classifies an attempt's end (logging what only this decision knows).
@@ -78,6 +81,7 @@ pub(super) fn classify(stream: &str, e: &Ended<'_>) -> Verdict {
         stalled: false,
         reencode: false,
         disk_failure: false,
+        stamp_arrival: false,
     };
     if e.stopping {
         return v;
@@ -111,10 +115,19 @@ pub(super) fn classify(stream: &str, e: &Ended<'_>) -> Verdict {
             );
             v.reencode = true;
             AttemptEnd::Again {
-                why: format!(
+                why: Some(format!(
                     "--video copy keeps H.264 that browsers play only; the source's video is {codec}: re-encoding"
-                ),
+                )),
             }
+        }
+        EndReason::Failed(PipelineError::NoTimestamps(format)) => {
+            tracing::info!(
+                stream = %stream,
+                format = %format,
+                "the source carries no timestamps: read again, each picture stamped when it arrives"
+            );
+            v.stamp_arrival = true;
+            AttemptEnd::Again { why: None }
         }
         EndReason::Failed(err) => {
             let fatal =
@@ -285,7 +298,11 @@ mod tests {
         let src = rtsp();
         let v = classify("s", &ended(&r, &src));
         assert!(v.reencode);
-        assert!(matches!(v.end, AttemptEnd::Again { ref why } if why.contains("hevc")));
+        assert!(matches!(v.end, AttemptEnd::Again { why: Some(ref why) } if why.contains("hevc")));
+        let r = EndReason::Failed(PipelineError::NoTimestamps("mpjpeg".into()));
+        let v = classify("s", &ended(&r, &src));
+        assert!(v.stamp_arrival && !v.reencode);
+        assert_eq!(v.end, AttemptEnd::Again { why: None });
     }
 
     #[test]

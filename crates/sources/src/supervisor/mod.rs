@@ -59,8 +59,6 @@ struct StreamRun {
     synth: Option<(Arc<Renderer>, Releaser)>,
     /// The last attempt failed writing a file (the disk, not the source).
     disk_failure: bool,
-    /// An HTTP source's container was probed ([`StreamRun::probe_http_once`]).
-    http_probed: bool,
     /// Restream targets (`--restream`), fed by every attempt's pipeline.
     restream: Option<hlsmark_outputs::Restream>,
     /// The stream's ingest lease, confirmed before every attempt.

@@ -53,7 +53,7 @@ impl StreamRun {
                 AttemptEnd::Shutdown | AttemptEnd::Finished => return None,
                 AttemptEnd::Again { why } => {
                     // Not a failure of the source: no pause, no restart counted, no `retrying`.
-                    self.status.set(StreamState::Starting, Some(why));
+                    self.status.set(StreamState::Starting, why);
                 }
                 AttemptEnd::Failed { what, why, fatal } => {
                     if remaining.is_some_and(|r| r <= 0) || self.stopping() {

@@ -164,7 +164,6 @@ async fn run_leased(
             latest_end,
             synth,
             disk_failure: false,
-            http_probed: false,
             restream: restream.clone(),
             lease: gate.clone(),
             cfg,
