@@ -246,8 +246,7 @@ fn input(a: &mut Args, cfg: &StreamConfig) {
             ]);
             // An HLS source starts at its newest segment, not three back (ffmpeg's default):
             // the backlog would arrive as a burst, and PDT anchored on it runs seconds ahead.
-            let path = url.split(['?', '#']).next().unwrap_or_default();
-            if path.to_ascii_lowercase().ends_with(".m3u8") {
+            if cfg.source.is_hls_playlist() {
                 a.push_all(&["-live_start_index", "-1"]);
             }
             if cfg.stamp_arrival {

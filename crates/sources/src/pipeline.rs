@@ -458,8 +458,9 @@ pub enum Timing {
     },
 }
 
-/// How far ahead of the wall clock a live source's media may be published ([`Pace::Live`]).
-pub const LIVE_AHEAD: Duration90k = Duration90k::from_secs(1);
+/// How far ahead of the wall clock a live source's media may be published ([`Pace::Live`]): more
+/// than the burst a camera sends at connect (some send their cached last GOP, 1-2 s).
+pub const LIVE_AHEAD: Duration90k = Duration90k::from_secs(2);
 
 /// How the read loop holds ffmpeg's output back (the pipe then holds ffmpeg back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -472,11 +473,11 @@ pub enum Pace {
     /// least-delayed fragment) puts that burst in the past: PDT stays the wall time a frame is
     /// published at, as with `-re`.
     Media,
-    /// Live sources: a guard, not a pace. A fragment is taken no earlier than [`LIVE_AHEAD`]
-    /// before the PDT of its end as the anchor has it (slewed, so a camera whose clock runs a
-    /// little fast is never held): a live camera's media arrives after its PDT and never waits,
-    /// but a source read faster than real time (a file over HTTP, a finished HLS recording) no
-    /// longer publishes PDT in the future.
+    /// Live sources but HLS playlists: a guard, not a pace. A fragment is taken no earlier than
+    /// [`LIVE_AHEAD`] before the PDT of its end as the anchor has it (slewed, so a camera whose
+    /// clock runs a little fast is never held): a live camera's media arrives after its PDT and
+    /// never waits, but a source read faster than real time (a file over HTTP) no longer
+    /// publishes PDT in the future.
     Live,
 }
 

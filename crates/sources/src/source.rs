@@ -249,6 +249,16 @@ impl Source {
         matches!(self, Source::File { .. })
     }
 
+    /// An HTTP(S) URL of an HLS playlist (`.m3u8` before any query): its media comes a whole
+    /// upstream segment at a time.
+    pub fn is_hls_playlist(&self) -> bool {
+        let Source::Http { url } = self else {
+            return false;
+        };
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        path.to_ascii_lowercase().ends_with(".m3u8")
+    }
+
     /// A frame's arrival time says when it was captured (give or take the transport), so arrival
     /// anchors UTC: RTSP, HTTP, V4L2, growing files and pages.
     pub fn is_live(&self) -> bool {

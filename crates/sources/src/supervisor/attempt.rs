@@ -247,7 +247,9 @@ impl StreamRun {
             restream: self.restream.clone(),
             pace: if self.cfg.source.paced_by_reader() && self.cfg.pace {
                 Pace::Media
-            } else if self.cfg.source.is_live() {
+            } else if self.cfg.source.is_live() && !self.cfg.source.is_hls_playlist() {
+                // (An HLS source's media comes a whole upstream segment at a time, seconds
+                // ahead of the anchor its first burst set: the guard would add that latency.)
                 Pace::Live
             } else {
                 Pace::Off
