@@ -183,6 +183,19 @@ fn eof(e: &Ended<'_>) -> AttemptEnd {
             fatal: true,
         };
     }
+    if !e.opened && matches!(e.source, Source::Rtsp { .. }) && unreadable(e.last_line) {
+        // ffmpeg's words for an RTSP server that accepted the connection and then said nothing
+        // within its 5 s timeout, or spoke something else.
+        return AttemptEnd::Failed {
+            what: "exited",
+            why: format!(
+                "no usable RTSP answer: the server did not answer within 5 s or did not speak \
+                 RTSP (ffmpeg: {})",
+                e.last_line
+            ),
+            fatal: false,
+        };
+    }
     let why = match e.pump {
         Some(PumpEnd::SourceEnded(why)) => e.source.redact(why),
         Some(p) if e.last_line.is_empty() => format!("{}; pump: {p:?}", e.status),
@@ -422,15 +435,16 @@ mod tests {
             classify("s", &before).end,
             AttemptEnd::Failed { fatal: false, .. }
         ));
-        // A camera's stream that is not media now may be later.
+        // A camera's stream that is not media now may be later; the reason says what it means.
         let cam = rtsp();
         let c = Ended {
             source: &cam,
+            last_line: "rtsp://cam:****@10.0.0.5/live: Invalid data found when processing input",
             ..never
         };
         assert!(matches!(
             classify("s", &c).end,
-            AttemptEnd::Failed { fatal: false, .. }
+            AttemptEnd::Failed { fatal: false, ref why, .. } if why.contains("did not answer within 5 s")
         ));
     }
 
