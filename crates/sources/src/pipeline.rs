@@ -1017,7 +1017,7 @@ impl Reader {
                             "PDT fell more than 3 s behind the wall clock; re-anchored as a new epoch"
                         );
                     }
-                    self.wait_input_start().await;
+                    self.wait_dump().await;
                     let e = self.source_epoch(&cut, seq, placed.utc_start);
                     self.epoch = Some(e);
                     let _ = self.tx.send(Output::Epoch(e));
@@ -1028,7 +1028,7 @@ impl Reader {
                 let e = match self.epoch {
                     Some(e) => e,
                     None => {
-                        self.wait_input_start().await;
+                        self.wait_dump().await;
                         let e = self.source_epoch(&cut, seq, utc_start);
                         // Paced imports: the end of this first segment is due now.
                         self.pace_origin = Some((cut.start + cut.duration, UtcTime::now()));
@@ -1065,14 +1065,10 @@ impl Reader {
         Ok(())
     }
 
-    /// ffmpeg prints its input's dump before it writes any output, but on another pipe: a first
-    /// segment cut at disk speed may come before that line is read. Waits for it a little
-    /// (ffmpeg always prints it; a run whose stderr says nothing goes on with 0).
-    async fn wait_input_start(&self) {
-        self.wait_dump().await;
-    }
-
-    /// Waits up to 200 ms for ffmpeg's input dump to be read ([`Self::wait_input_start`]).
+    /// ffmpeg prints its input's dump (format, start time) before it writes any output, but on
+    /// another pipe: an init section or a first segment cut at disk speed may come before those
+    /// lines are read. Waits up to 200 ms for them (ffmpeg always prints them; a run whose
+    /// stderr says nothing goes on with a start of 0 and no format).
     async fn wait_dump(&self) {
         for _ in 0..40 {
             if self.spec.input_start.get().is_some() {

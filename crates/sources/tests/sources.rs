@@ -359,6 +359,20 @@ fn http_server(listener: TcpListener, body: Vec<u8>, serve: usize, hold: bool) -
     done
 }
 
+/// [`http_server`] on a free loopback port serving the whole of the file at `path`: its URL (with
+/// the file's name) and the server's stop flag.
+fn serve_clip(path: &Path, hold: bool) -> (String, Arc<AtomicBool>) {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::fs::read(path).unwrap();
+    let len = body.len();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    (
+        format!("http://127.0.0.1:{port}/{name}"),
+        http_server(listener, body, len, hold),
+    )
+}
+
 /// A source that cannot be opened (nothing listens) is retried with backoff (1 s, 2 s, ...: no hot
 /// loop), its state is `retrying` with ffmpeg's reason; once the server is up it goes live, and
 /// every later run of the (finished, unpaced) HTTP input is a new epoch continuing the stream.
@@ -450,13 +464,8 @@ async fn a_stalled_source_is_detected_and_restarted() {
     );
     let data = tmp.path().join("data");
     let store = embedded(&data).await;
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
     // The whole clip (10 s: more than ffmpeg's probing needs), then silence on an open connection.
-    let body = std::fs::read(&clip.path).unwrap();
-    let len = body.len();
-    let server = http_server(listener, body, len, true);
-    let url = format!("http://127.0.0.1:{port}/cam.ts");
+    let (url, server) = serve_clip(&clip.path, true);
     let mut cfg = config(&data, "hung", Source::parse(&url, false, true).unwrap());
     cfg.stall_timeout = Duration::from_secs(1);
     let (stop, h) = spawn(cfg, store.clone());
@@ -538,7 +547,7 @@ async fn a_2997_fps_source_gets_segments_of_one_length() {
 
 /// Regression: a file served over HTTP (not a live stream) is read as fast as ffmpeg can, and its
 /// segments were published at once with PDT seconds in the future (a 12 s file ran 32 s ahead
-/// after 14 s). A live source's media may now be published at most `LIVE_AHEAD` (1 s) before
+/// after 14 s). A live source's media may now be published at most `LIVE_AHEAD` (2 s) before
 /// its PDT: a real camera's media arrives after its PDT and is never held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_served_over_http_is_never_published_ahead_of_the_wall_clock() {
@@ -552,12 +561,7 @@ async fn a_file_served_over_http_is_never_published_ahead_of_the_wall_clock() {
     );
     let data = tmp.path().join("data");
     let store = embedded(&data).await;
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let body = std::fs::read(&clip.path).unwrap();
-    let len = body.len();
-    let server = http_server(listener, body, len, false);
-    let url = format!("http://127.0.0.1:{port}/vod.ts");
+    let (url, server) = serve_clip(&clip.path, false);
     let cfg = config(&data, "vod", Source::parse(&url, false, true).unwrap());
     let (stop, h) = spawn(cfg, store.clone());
     let mut worst = i64::MIN;
@@ -635,7 +639,7 @@ fn mjpeg_camera(listener: TcpListener, jpegs: Vec<Vec<u8>>) -> Arc<AtomicBool> {
 
 /// Regression: Motion JPEG has no timestamps and ffmpeg stamped it at 25 fps, so a 10 fps camera's
 /// media ran at 0.4x the wall clock and was re-anchored as a new epoch every few seconds. It is
-/// found by ffprobe and read with arrival times: one epoch at the camera's rate.
+/// found in ffmpeg's input dump and read with arrival times: one epoch at the camera's rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_motion_jpeg_camera_over_http_plays_at_its_own_rate_in_one_epoch() {
     let tmp = tempfile::tempdir().unwrap();
