@@ -430,6 +430,71 @@ fn pictures_of_a_stream_without_any_say_why() {
     assert!(msg.contains("--preview-fps"), "{msg}");
 }
 
+/// An anamorphic source (640x360 stored, sample aspect 4:3, so shown 853x360) gets every picture
+/// in its display aspect with square pixels, as browsers draw a JPEG's pixels square whatever its
+/// JFIF header says: a thumbnail at its own size is 852x360 and at 320 wide 320x134 (not the
+/// stored 640x360 and 320x180, which looked squashed), and the seek-bar tile, 160x90, is
+/// letterboxed (black rows above and below the picture) instead of filled.
+#[test]
+fn an_anamorphic_source_gets_pictures_in_its_display_aspect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("anamorphic.mp4");
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=640x360:rate=25:duration=4")
+        .args(["-vf", "setsar=4/3", "-c:v", "libx264", "-g", "25"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let h = start_source(tmp.path(), clip.to_str().unwrap(), &[]);
+    let pl = h.wait_until("2 segments", Duration::from_secs(30), |h| {
+        live_playlist(h.port(), "live").filter(|p| p.segments.len() >= 2)
+    });
+    let first = &pl.segments[0];
+    let at = utc_plus_90k(first.pdt.expect("PDT"), 9_000);
+    let size = |path: &str| {
+        let r = h.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        hlsmark_previews::jpeg::dimensions(&r.body).expect("a JPEG")
+    };
+    assert_eq!(size(&format!("/thumbnail/live.jpg?t={at}")), (852, 360));
+    assert_eq!(
+        size(&format!("/thumbnail/live.jpg?t={at}&width=320")),
+        (320, 134)
+    );
+
+    let tile = h.wait_until("a tile", Duration::from_secs(30), |h| {
+        let r = h.get(&format!("/thumbs/live/{}.jpg", first.seq));
+        (r.status == 200).then_some(r.body)
+    });
+    assert_eq!(hlsmark_previews::jpeg::dimensions(&tile), Some((160, 90)));
+    let path = tmp.path().join("tile.jpg");
+    std::fs::write(&path, &tile).unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout.len(),
+        160 * 90,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |y: usize| &out.stdout[y * 160..(y + 1) * 160];
+    // 160 wide at 853:360 is 67 rows high: 11 or 12 black rows above and below it.
+    for y in [0, 5, 84, 89] {
+        assert!(
+            row(y).iter().all(|&l| l < 40),
+            "row {y} is letterboxing: {:?}",
+            row(y)
+        );
+    }
+    assert!(row(45).iter().any(|&l| l > 80), "row 45 shows the picture");
+}
+
 /// (b) A real RTSP camera killed and started again: retrying then live, a discontinuity and a
 /// second epoch, the archive still served byte for byte, a marker after the restart exact.
 #[test]

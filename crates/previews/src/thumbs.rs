@@ -634,7 +634,8 @@ pub fn tiles_args(init: Option<&Path>, segments: &[&Path], first_only: bool) -> 
     };
     let (w, h) = (TILE_WIDTH, TILE_HEIGHT);
     let filter = format!(
-        "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2"
+        "{},scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2",
+        display_scale(None)
     );
     [
         "-hide_banner",
@@ -670,11 +671,21 @@ pub fn tiles_args(init: Option<&Path>, segments: &[&Path], first_only: bool) -> 
 /// The filter of one extraction: `n` counts decoded frames in presentation order, the frame
 /// table's index.
 fn extract_filter(index: usize, width: Option<u32>) -> String {
-    let mut filter = format!("select=eq(n\\,{index})");
-    if let Some(w) = width {
-        filter.push_str(&format!(",scale={w}:-2"));
+    format!("select=eq(n\\,{index}),{}", display_scale(width))
+}
+
+/// The scaling of every picture made from the stream's frames: to the video's display aspect
+/// with square pixels, `width` wide (else the stored height, widened by the sample aspect ratio),
+/// even sizes. A JPEG's JFIF header can carry a pixel aspect ratio, but browsers draw its pixels
+/// square, so an anamorphic source (e.g. 640x360 at SAR 4:3, shown 480x202 at 480 wide) must be
+/// resampled here or it looks squashed. ffmpeg's `sar` is 1 when the stream does not say; square
+/// pixels at their own size pass through the scaler untouched. The live preview branch scales
+/// the same way (`hlsmark_sources::ffmpeg`).
+pub(crate) fn display_scale(width: Option<u32>) -> String {
+    match width {
+        Some(w) => format!("scale={w}:'trunc({w}*ih/(iw*sar)/2)*2',setsar=1"),
+        None => "scale='trunc(iw*sar/2)*2':ih,setsar=1".to_owned(),
     }
-    filter
 }
 
 /// The ffmpeg arguments of one extraction from its input on stdin (kept in one place; see the
@@ -1067,12 +1078,15 @@ mod tests {
         let at = |f: &str| a[a.iter().position(|x| x == f).unwrap() + 1].clone();
         assert_eq!(at("-i"), "pipe:0");
         assert_eq!(at("-f"), "mp4", "the input's format, before -i");
-        assert_eq!(at("-vf"), "select=eq(n\\,12),scale=320:-2");
+        assert_eq!(
+            at("-vf"),
+            "select=eq(n\\,12),scale=320:'trunc(320*ih/(iw*sar)/2)*2',setsar=1"
+        );
         assert_eq!(at("-frames:v"), "1");
         let b = extract_args(0, None);
         assert_eq!(
             b[b.iter().position(|x| x == "-vf").unwrap() + 1],
-            "select=eq(n\\,0)"
+            "select=eq(n\\,0),scale='trunc(iw*sar/2)*2':ih,setsar=1"
         );
     }
 
@@ -1354,9 +1368,10 @@ mod tests {
             "a decoder option of the input"
         );
         assert_eq!(at("-frames:v"), "1");
-        assert!(
-            at("-vf").starts_with("scale=160:90:force_original_aspect_ratio=decrease,pad=160:90")
-        );
+        assert!(at("-vf").starts_with(
+            "scale='trunc(iw*sar/2)*2':ih,setsar=1,\
+                 scale=160:90:force_original_aspect_ratio=decrease,pad=160:90"
+        ));
     }
 
     /// A real ffmpeg: five one-second fragments of one file, one keyframe each, give five tiles

@@ -66,10 +66,10 @@ pub struct Warm {
 /// The decoder's arguments: the stream of fragments on stdin, the frames asked for out as JPEGs
 /// (as a one-shot thumbnail: same quality, same scaling).
 pub fn warm_args(width: Option<u32>) -> Vec<String> {
-    let mut filter = format!("select=eq(mod(pts\\,{FEED_STEP})\\,{FEED_TARGET})");
-    if let Some(w) = width {
-        filter.push_str(&format!(",scale={w}:-2"));
-    }
+    let filter = format!(
+        "select=eq(mod(pts\\,{FEED_STEP})\\,{FEED_TARGET}),{}",
+        crate::thumbs::display_scale(width)
+    );
     let threads = THREADS.to_string();
     [
         "-hide_banner",
@@ -449,7 +449,10 @@ mod tests {
     fn the_decoder_lets_through_only_the_frames_marked_and_scales_as_a_one_shot_does() {
         let a = warm_args(Some(320));
         let at = |f: &str| a[a.iter().position(|x| x == f).unwrap() + 1].clone();
-        assert_eq!(at("-vf"), "select=eq(mod(pts\\,4)\\,1),scale=320:-2");
+        assert_eq!(
+            at("-vf"),
+            "select=eq(mod(pts\\,4)\\,1),scale=320:'trunc(320*ih/(iw*sar)/2)*2',setsar=1"
+        );
         assert_eq!(at("-i"), "pipe:0");
         assert!(a.contains(&"-copyts".to_owned()), "times as written");
         assert_eq!((at("-qmin"), at("-qmax")), ("3".into(), "3".into()));
@@ -457,7 +460,7 @@ mod tests {
         let b = warm_args(None);
         assert_eq!(
             b[b.iter().position(|x| x == "-vf").unwrap() + 1],
-            "select=eq(mod(pts\\,4)\\,1)"
+            "select=eq(mod(pts\\,4)\\,1),scale='trunc(iw*sar/2)*2':ih,setsar=1"
         );
     }
 }
