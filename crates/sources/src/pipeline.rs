@@ -181,6 +181,45 @@ fn dump_start_ticks(line: &str) -> Option<i64> {
     Some(if neg { -ticks } else { ticks })
 }
 
+/// Whether ffmpeg's first input has a duration, from its dump's `Duration:` line: `N/A` for a
+/// live input (a camera, a live HLS playlist), a time for a finished one (a file, a finished HLS
+/// playlist: ffmpeg sums its segments).
+fn dump_duration_known(line: &str) -> Option<bool> {
+    let rest = line.trim_start().strip_prefix("Duration:")?;
+    Some(!rest.trim_start().starts_with("N/A"))
+}
+
+/// What ffmpeg's dump of its first input says (`-loglevel level+info`), filled in as its stderr
+/// is read; each value once (the first input's).
+#[derive(Debug, Default)]
+pub struct InputDump {
+    /// The start time ffmpeg subtracts from the input's timestamps (90 kHz ticks; 0 when the
+    /// output's dump came and the input had none).
+    pub start: std::sync::OnceLock<i64>,
+    /// The container (`mpegts`, `mpjpeg`, `hls`...).
+    pub format: std::sync::OnceLock<String>,
+    /// Whether the input has a duration ([`dump_duration_known`]).
+    pub finite: std::sync::OnceLock<bool>,
+}
+
+impl InputDump {
+    /// Reads one info line of the dump.
+    fn read(&self, line: &str) {
+        if let Some(f) = dump_input_format(line) {
+            let _ = self.format.set(f.to_owned());
+            return;
+        }
+        if let Some(known) = dump_duration_known(line) {
+            let _ = self.finite.set(known);
+        }
+        if let Some(t) = dump_start_ticks(line) {
+            let _ = self.start.set(t);
+        } else if line.starts_with("Stream mapping:") || line.starts_with("Output #0") {
+            let _ = self.start.set(0);
+        }
+    }
+}
+
 /// A running ffmpeg child: its own process group, stderr to the log (target `ffmpeg`) with the
 /// last line kept as the reason of a failure, killed with its group when dropped.
 #[derive(Debug)]
@@ -189,10 +228,8 @@ pub struct Ffmpeg {
     pid: Option<u32>,
     reaped: bool,
     last_line: Arc<Mutex<String>>,
-    /// The first input's start time, from ffmpeg's dump.
-    input_start: Arc<std::sync::OnceLock<i64>>,
-    /// The first input's container (`mpegts`, `mpjpeg`...), from ffmpeg's dump.
-    input_format: Arc<std::sync::OnceLock<String>>,
+    /// What ffmpeg's dump says of its first input.
+    input: Arc<InputDump>,
     /// Where its pid is recorded while it runs ([`Ffmpeg::record_pid`]).
     pid_file: Option<PathBuf>,
 }
@@ -287,11 +324,10 @@ impl Ffmpeg {
             },
         })?;
         let last_line = Arc::new(Mutex::new(String::new()));
-        let input_start = Arc::new(std::sync::OnceLock::new());
-        let input_format = Arc::new(std::sync::OnceLock::new());
+        let input = Arc::new(InputDump::default());
         if let Some(stderr) = child.stderr.take() {
             let (last, stream) = (last_line.clone(), stream.to_owned());
-            let (start, format) = (input_start.clone(), input_format.clone());
+            let dump = input.clone();
             let source = source.clone();
             tokio::spawn(async move {
                 let mut r = tokio::io::BufReader::new(stderr);
@@ -308,17 +344,7 @@ impl Ffmpeg {
                     }
                     let (level, line) = split_level(&line);
                     if matches!(level, "info" | "verbose" | "debug" | "trace") {
-                        // The first input's dump: its start time (once; an input that has
-                        // none leaves 0 when the output's dump follows).
-                        if let Some(f) = dump_input_format(&line) {
-                            let _ = format.set(f.to_owned());
-                        } else if let Some(t) = dump_start_ticks(&line) {
-                            let _ = start.set(t);
-                        } else if line.starts_with("Stream mapping:")
-                            || line.starts_with("Output #0")
-                        {
-                            let _ = start.set(0);
-                        }
+                        dump.read(&line);
                         tracing::debug!(target: "ffmpeg", stream = %stream, "{line}");
                         continue;
                     }
@@ -343,8 +369,7 @@ impl Ffmpeg {
             child,
             reaped: false,
             last_line,
-            input_start,
-            input_format,
+            input,
             pid_file: None,
         })
     }
@@ -376,15 +401,10 @@ impl Ffmpeg {
         self.child.stdout.take()
     }
 
-    /// The start time ffmpeg found in its first input (90 kHz ticks), once its dump was read
-    /// (`-loglevel level+info`); see [`RunSpec::input_start`].
-    pub fn input_start(&self) -> Arc<std::sync::OnceLock<i64>> {
-        self.input_start.clone()
-    }
-
-    /// The container of ffmpeg's first input, once its dump was read.
-    pub fn input_format(&self) -> Arc<std::sync::OnceLock<String>> {
-        self.input_format.clone()
+    /// What ffmpeg's dump says of its first input, filled in as it is read; see
+    /// [`RunSpec::input`].
+    pub fn input(&self) -> Arc<InputDump> {
+        self.input.clone()
     }
 
     /// ffmpeg's last stderr line (empty if it printed nothing).
@@ -479,6 +499,11 @@ pub enum Pace {
     /// never waits, but a source read faster than real time (a file over HTTP) no longer
     /// publishes PDT in the future.
     Live,
+    /// HLS playlists: [`Pace::Live`] once ffmpeg's dump gave the input a duration (a finished
+    /// playlist, VOD, which ffmpeg reads as fast as the network allows), else never (a live
+    /// playlist: its media comes a whole upstream segment at a time, seconds ahead of the
+    /// anchor its first burst set, so the guard would add that latency).
+    LiveFinished,
 }
 
 /// What one run needs.
@@ -503,12 +528,11 @@ pub struct RunSpec {
     /// clock is not published, so nothing gets a PDT in the future and a slow file does not
     /// play on through the shutdown); the open segment ends with what was taken.
     pub stop: watch::Receiver<bool>,
-    /// The start time ffmpeg subtracted from its input's timestamps ([`Ffmpeg::input_start`]):
-    /// an epoch's `pts_start` is its first frame's time in the source's own clock (a TS file
-    /// whose PTS begin at 11.4 s gives 11.4 s, not ffmpeg's 0.02 s).
-    pub input_start: Arc<std::sync::OnceLock<i64>>,
-    /// The container of ffmpeg's input ([`Ffmpeg::input_format`]).
-    pub input_format: Arc<std::sync::OnceLock<String>>,
+    /// ffmpeg's dump of its input ([`Ffmpeg::input`]): the start time it subtracted from the
+    /// input's timestamps (an epoch's `pts_start` is its first frame's time in the source's own
+    /// clock: a TS file whose PTS begin at 11.4 s gives 11.4 s, not ffmpeg's 0.02 s), the
+    /// container, and whether the input is finite ([`Pace::LiveFinished`]).
+    pub input: Arc<InputDump>,
     /// An input without timestamps (`mpjpeg`) ends the run with
     /// [`PipelineError::NoTimestamps`] so that the next is read with arrival times (HTTP sources
     /// not read so yet).
@@ -777,7 +801,8 @@ impl Reader {
             self.wait_dump().await;
             if let Some(f) = self
                 .spec
-                .input_format
+                .input
+                .format
                 .get()
                 .filter(|f| f.as_str() == "mpjpeg")
             {
@@ -894,7 +919,8 @@ impl Reader {
     fn due(&self, end: HlsTime) -> Option<UtcTime> {
         match (self.spec.pace, self.spec.timing) {
             (Pace::Off, _) => None,
-            (Pace::Live, _) => {
+            (Pace::LiveFinished, _) if self.spec.input.finite.get() != Some(&true) => None,
+            (Pace::Live | Pace::LiveFinished, _) => {
                 self.epoch?;
                 self.anchor.utc_at(end).map(|u| u - LIVE_AHEAD)
             }
@@ -1071,7 +1097,7 @@ impl Reader {
     /// stderr says nothing goes on with a start of 0 and no format).
     async fn wait_dump(&self) {
         for _ in 0..40 {
-            if self.spec.input_start.get().is_some() {
+            if self.spec.input.start.get().is_some() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1083,7 +1109,7 @@ impl Reader {
         let fps = nominal_rate(cut);
         let segment_frames =
             u32::try_from(fps.frames_nearest(self.spec.target).max(1)).unwrap_or(u32::MAX);
-        let input_start = self.spec.input_start.get().copied().unwrap_or(0);
+        let input_start = self.spec.input.start.get().copied().unwrap_or(0);
         let pts_start = self.offsets.map(|o| {
             cut.start
                 .ticks()
@@ -1252,6 +1278,29 @@ mod tests {
             Some("mov,mp4,m4a,3gp,3g2,mj2")
         );
         assert_eq!(dump_input_format("Output #0, mp4, to 'pipe:1':"), None);
+        let dump = InputDump::default();
+        for line in [
+            "Input #0, hls, from 'http://cdn/vod.m3u8':",
+            "  Duration: 00:00:12.00, start: 1.400000, bitrate: 0 kb/s",
+            "  Duration: N/A, start: 0.000000, bitrate: N/A",
+        ] {
+            dump.read(line);
+        }
+        assert_eq!(dump.format.get().map(String::as_str), Some("hls"));
+        assert_eq!(
+            (dump.start.get(), dump.finite.get()),
+            (Some(&126_000), Some(&true))
+        );
+        let live = InputDump::default();
+        live.read("  Duration: N/A, start: 5.000000, bitrate: N/A");
+        assert_eq!(
+            live.finite.get(),
+            Some(&false),
+            "a live playlist or a camera"
+        );
+        let none = InputDump::default();
+        none.read("Output #0, mp4, to 'pipe:1':");
+        assert_eq!((none.start.get(), none.finite.get()), (Some(&0), None));
     }
 
     #[test]

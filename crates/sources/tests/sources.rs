@@ -559,14 +559,61 @@ async fn a_file_served_over_http_is_never_published_ahead_of_the_wall_clock() {
             .frames(150)
             .container(Container::MpegTs),
     );
-    let data = tmp.path().join("data");
-    let store = embedded(&data).await;
     let (url, server) = serve_clip(&clip.path, false);
-    let cfg = config(&data, "vod", Source::parse(&url, false, true).unwrap());
+    never_ahead_of_the_wall_clock(tmp.path(), &url, 150).await;
+    server.store(true, Ordering::Relaxed);
+}
+
+/// Regression: a finished HLS playlist (VOD, `#EXT-X-ENDLIST`) is read by ffmpeg as fast as the
+/// network allows, and (HLS playlists being left out of the live guard, whose media comes a
+/// segment at a time) its segments were published at once with PDT in the future. ffmpeg's dump
+/// gives a finished playlist a duration, a live one `N/A`: a finished one gets the guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_hls_playlist_is_never_published_ahead_of_the_wall_clock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = make_clip(
+        tmp.path(),
+        &ClipSpec::new("src")
+            .size(160, 96)
+            .frames(150)
+            .container(Container::MpegTs),
+    );
+    let dir = tmp.path().join("hls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&clip.path)
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_playlist_type",
+            "vod",
+        ])
+        .arg(dir.join("vod.m3u8"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let playlist = std::fs::read_to_string(dir.join("vod.m3u8")).unwrap();
+    assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+    let (base, server) = serve_dir(dir);
+    never_ahead_of_the_wall_clock(tmp.path(), &format!("{base}/vod.m3u8"), 150).await;
+    server.store(true, Ordering::Relaxed);
+}
+
+/// Runs the HTTP source `url` until `frames` frames of its first epoch are published and checks
+/// that no segment of it was ever published ending more than `LIVE_AHEAD` after the wall clock.
+async fn never_ahead_of_the_wall_clock(tmp: &Path, url: &str, frames: usize) {
+    let data = tmp.join("data");
+    let store = embedded(&data).await;
+    let cfg = config(&data, "vod", Source::parse(url, false, true).unwrap());
     let (stop, h) = spawn(cfg, store.clone());
     let mut worst = i64::MIN;
     wait_for(
-        "the clip's 6 s published",
+        "the source's frames published",
         Duration::from_secs(40),
         async || {
             let segs = segments(store.as_ref(), "vod").await;
@@ -578,19 +625,53 @@ async fn a_file_served_over_http_is_never_published_ahead_of_the_wall_clock() {
                 .filter(|s| s.epoch == 0)
                 .map(|s| s.frames.len())
                 .sum::<usize>()
-                >= 150
+                >= frames
         },
     )
     .await;
     stop.send(()).unwrap();
     let _ = h.await;
-    server.store(true, Ordering::Relaxed);
     // One part of slack on top of the guard: a check may fall just after a segment was stored.
     assert!(
         worst <= LIVE_AHEAD.ticks() + 18_000,
         "a segment ended {:.2} s in the future",
         worst as f64 / 90_000.0
     );
+}
+
+/// A tiny HTTP server for the files of `dir` on a free loopback port (one request a connection):
+/// its base URL and stop flag.
+fn serve_dir(dir: PathBuf) -> (String, Arc<AtomicBool>) {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        while !d.load(Ordering::Relaxed) {
+            let Ok((mut sock, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            sock.set_nonblocking(false).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = sock.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let name = path.trim_start_matches('/').split('?').next().unwrap_or("");
+            let (status, body) = match std::fs::read(dir.join(name)) {
+                Ok(b) if !name.contains("..") => ("200 OK", b),
+                _ => ("404 Not Found", Vec::new()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes());
+            let _ = sock.write_all(&body);
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), done)
 }
 
 /// A Motion JPEG camera over HTTP (`multipart/x-mixed-replace`, 10 pictures a second, every

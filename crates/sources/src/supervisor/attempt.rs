@@ -247,16 +247,15 @@ impl StreamRun {
             restream: self.restream.clone(),
             pace: if self.cfg.source.paced_by_reader() && self.cfg.pace {
                 Pace::Media
-            } else if self.cfg.source.is_live() && !self.cfg.source.is_hls_playlist() {
-                // (An HLS source's media comes a whole upstream segment at a time, seconds
-                // ahead of the anchor its first burst set: the guard would add that latency.)
+            } else if self.cfg.source.is_hls_playlist() {
+                Pace::LiveFinished
+            } else if self.cfg.source.is_live() {
                 Pace::Live
             } else {
                 Pace::Off
             },
             stop: self.stop_rx.clone(),
-            input_start: ff.input_start(),
-            input_format: ff.input_format(),
+            input: ff.input(),
             // Motion JPEG over HTTP, found in ffmpeg's dump, is read again with arrival times.
             stamp_arrival_next: matches!(self.cfg.source, Source::Http { .. })
                 && !self.cfg.stamp_arrival,
