@@ -137,7 +137,7 @@ fn paths_and_schemas() -> Value {
                         "400": err("Invalid body"), "401": err("Missing or wrong token"), "403": err("Writes disabled: no token configured"),
                         "404": err("Unknown stream"), "409": err("Same id, different marker"), "413": err("Body too large"),
                         "408": err("The body did not arrive in time (request_timeout)"), "415": err("Not JSON"),
-                        "503": err("Store unavailable or shutting down (Retry-After)")
+                        "503": err("Store unavailable or shutting down, or the time is past the media of a stream that publishes nothing now (no_video_yet): retry (Retry-After)")
                     }
                 }
             },

@@ -845,6 +845,93 @@ fn redis_outage_during_run_keeps_video_and_loses_nothing() {
     assert!(missing.is_empty(), "acknowledged markers lost: {missing:?}");
 }
 
+/// `POST /markers` of one marker at wall time `utc`: (status, JSON body, Retry-After).
+fn post_utc(port: u16, label: &str, utc: &str) -> (u16, serde_json::Value, Option<String>) {
+    let body = format!(r#"{{"label":"{label}","utc":"{utc}"}}"#);
+    let r = http::request(
+        "POST",
+        port,
+        "/markers",
+        &[
+            ("Authorization", &format!("Bearer {TOKEN}")),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("POST /markers: {e}"));
+    let v = serde_json::from_slice(&r.body).unwrap_or_default();
+    (r.status, v, r.header("retry-after").map(str::to_owned))
+}
+
+/// The timeline's epochs.
+fn epochs(port: u16) -> Vec<serde_json::Value> {
+    http::get(port, "/timeline")
+        .ok()
+        .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+        .and_then(|v| v["epochs"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Must hold: a marker for an instant past everything published while the ingest publishes
+/// nothing (its ffmpeg stopped) is refused with 503 `no_video_yet` and `Retry-After` instead of
+/// being placed by extrapolation on media that never came (after the restart that HLS time
+/// belonged to other video); an instant inside the published media is still taken. Once the
+/// source restarts, "now" is taken at once in the new epoch, even before its first segment
+/// (it was refused as "down from the old epoch's end to the new one's start"), and the refused
+/// instant, now known to be in the gap, is a 400 `time_out_of_range`.
+#[test]
+fn markers_while_the_ingest_publishes_nothing_wait_to_be_known() {
+    require_program("ffmpeg");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = SMALL.to_vec();
+    args.extend(["--stall-timeout", "60s", "--segment-duration", "1s"]);
+    let p = Proc::start(&[], "run", &tmp.path().join("data"), &args);
+    within(Duration::from_secs(40), || {
+        live(p.port).is_some_and(|t| segments(&t).len() >= 3)
+    })
+    .unwrap_or_else(|| panic!("no segments:\n{}", p.log()));
+    let stopped = children_named(p.pid(), "ffmpeg");
+    assert!(!stopped.is_empty());
+    for c in &stopped {
+        let _ = Command::new("kill")
+            .args(["-STOP", &c.to_string()])
+            .status();
+    }
+    // One segment and the grace of 2 s without a segment, and some slack.
+    std::thread::sleep(Duration::from_millis(4_500));
+    let refused_at = chrono_now_minus_ms(0);
+    let (status, v, retry) = post_utc(p.port, "while-stalled", &refused_at);
+    assert_eq!(status, 503, "{v}\n{}", p.log());
+    assert_eq!(v["error"]["code"], "no_video_yet", "{v}");
+    assert!(retry.is_some(), "Retry-After");
+    let (status, v, _) = post_utc(p.port, "published", &chrono_now_minus_ms(6_500));
+    assert_eq!(status, 201, "an instant of published media: {v}");
+
+    for c in &stopped {
+        let _ = Command::new("kill").args(["-9", &c.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &c.to_string()])
+            .status();
+    }
+    let before = epochs(p.port).len();
+    within(Duration::from_secs(20), || epochs(p.port).len() > before)
+        .unwrap_or_else(|| panic!("no new epoch:\n{}", p.log()));
+    let new = epochs(p.port).last().cloned().unwrap();
+    let (status, v, _) = post_utc(p.port, "after-restart", &chrono_now_minus_ms(0));
+    assert_eq!(status, 201, "{v}\n{new}");
+    assert!(
+        v["hls"].as_f64().unwrap() >= new["hls_start"].as_f64().unwrap(),
+        "{v}\n{new}"
+    );
+    assert!(
+        v["frame"]["seq"].as_u64().unwrap() >= new["first_seq"].as_u64().unwrap(),
+        "{v}\n{new}"
+    );
+    let (status, v, _) = post_utc(p.port, "while-stalled-again", &refused_at);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "time_out_of_range", "{v}");
+}
+
 /// Kills every ffmpeg child of `pid`; the pids killed.
 fn kill_ffmpeg(pid: u32) -> Vec<u32> {
     let f = children_named(pid, "ffmpeg");

@@ -102,8 +102,19 @@ pub fn ffmpeg_args_at(cfg: &StreamConfig, first_frame: i64) -> Vec<OsString> {
         // without audio behind `0:a:0?`) is a warning at every start. The first 1024 samples
         // (21.3 ms) give way to AAC's priming; see `ffmpeg_args_at`.
         a.push_all(&["-c:a", "aac", "-ar", "48000", "-ac", "2", "-af"]);
+        // A looped file: ffmpeg moves every stream on by the file's duration at each loop, which
+        // counts an AAC source's priming frame, so the audio's timestamps jump 21.3 ms past its
+        // last sample; `async=1` alone lets gaps under 100 ms pass (the audio stays contiguous)
+        // and the sound ran one AAC frame further ahead of the picture at every loop (85 ms
+        // after four). Filling gaps from 10 ms keeps it on its timestamps. Live sources keep
+        // the default: their timestamps jitter.
+        let fill = if matches!(cfg.source, Source::File { looped: true, .. }) {
+            ":min_hard_comp=0.01"
+        } else {
+            ""
+        };
         a.push(format!(
-            "aresample=48000:async=1,atrim=start_sample={AAC_PRIMING}"
+            "aresample=48000:async=1{fill},atrim=start_sample={AAC_PRIMING}"
         ));
     } else {
         a.push("-an");
@@ -524,9 +535,16 @@ mod tests {
         assert!(!has(a, "-b:a"));
         assert_eq!(value(a, "-ar"), "48000");
         assert_eq!(value(a, "-ac"), "2");
+        let af = value(a, "-af");
+        let looped = has(a, "-stream_loop");
         assert_eq!(
-            value(a, "-af"),
-            "aresample=48000:async=1,atrim=start_sample=1024"
+            af,
+            if looped {
+                // Gaps at the loop points are filled (ffmpeg's loop length counts the priming).
+                "aresample=48000:async=1:min_hard_comp=0.01,atrim=start_sample=1024"
+            } else {
+                "aresample=48000:async=1,atrim=start_sample=1024"
+            }
         );
         assert!(!has(a, "-an"));
     }

@@ -74,6 +74,13 @@ impl<'a> Clocks<'a> {
             return Ok(t);
         }
         let e = self.timeline.epoch_at_hls(s.hls_start)?;
+        // A later epoch that began by `u` but has no segment yet (a source that restarted a
+        // moment ago): its own anchor says where `u` is.
+        if let Ok(later) = self.timeline.epoch_at_utc(u)
+            && later.index > e.index
+        {
+            return self.timeline.utc_to_hls(u);
+        }
         match next {
             Some(n) if n.epoch == s.epoch => Ok(t.min(n.hls_start - hlsmark_clock::Duration90k(1))),
             // After the epoch's last segment: video only if the epoch goes on (the live edge).
@@ -257,6 +264,26 @@ mod tests {
         assert_eq!(c.segment_start(5).unwrap(), HlsTime(387_000 + 90_000 + D));
         // GEN is HLS for a real source.
         assert_eq!(c.hls_to_gen(HlsTime(140_000)).unwrap(), GenTime(140_000));
+    }
+
+    /// Regression: right after a restart the new epoch is in the timeline (its anchor a moment
+    /// ago) but has no segment yet; a wall time in it was refused as "down from the old epoch's
+    /// end to the new epoch's start", though it is after that start.
+    #[test]
+    fn a_new_epoch_without_segments_maps_by_its_anchor() {
+        let (t, idx) = real();
+        let only_epoch_0 = SegmentIndex::from_rows(idx.rows()[..3].to_vec());
+        let c = Clocks::new(&t, &only_epoch_0);
+        let start1 = A + 7 * D + 27_000 + 90;
+        assert_eq!(
+            c.utc_to_hls(UtcTime(start1 + D / 3)).unwrap(),
+            HlsTime(4 * D + 27_000 + D / 3)
+        );
+        // Between the epochs it is still down.
+        assert!(matches!(
+            c.utc_to_hls(UtcTime(start1 - 1)),
+            Err(TimelineError::InGap(..))
+        ));
     }
 
     #[test]

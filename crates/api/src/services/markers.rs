@@ -27,6 +27,14 @@ pub const FUTURE_TOLERANCE: Duration90k = Duration90k::from_secs(30);
 /// How long a POST for a real source's not yet published instant waits for its segment (one
 /// segment and the cut's delay, for the usual 1-2 s segments); after it, the nominal frame rate.
 const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
+/// How long past its newest segment's end (plus that segment's length) a stream whose epoch is
+/// open may go without publishing before a marker past its media is answered 503: its ingest is
+/// stalled or dead, and whether the instant will have video is not known.
+const STALL_GRACE: Duration90k = Duration90k::from_secs(2);
+/// How recent an instant after a closed epoch's end must be to get 503 (retry) rather than 400:
+/// a restarted source's new epoch is registered with its first segment, a second or two after
+/// the frame that anchors it.
+const RESTART_GRACE: Duration90k = Duration90k::from_secs(5);
 
 /// One marker of a `POST /markers` body (alone, or an entry of an array).
 #[derive(Debug, Deserialize)]
@@ -76,6 +84,9 @@ pub struct Context {
     pub view: Arc<StreamView>,
     pub index: Arc<SegmentIndex>,
     pub published_end: Option<HlsTime>,
+    /// The wall time the stream's media reaches (its newest segment's end, or a newer epoch's
+    /// anchor) and how long it may stay there while the stream still counts as publishing.
+    pub frontier: Option<(UtcTime, Duration90k)>,
 }
 
 impl Context {
@@ -246,12 +257,12 @@ pub async fn context(
     }
     let mut index = state.index(stream, &view).await?;
     // The newest published media: an unpaced generator runs ahead of the wall clock.
-    let mut published_end = state
+    let mut newest = state
         .track(state.store.last_segments(stream, 1).await)?
-        .last()
-        .map(Segment::hls_end);
+        .pop();
     if view.timeline.last().is_some_and(is_real_source) {
         let clocks = Clocks::new(&view.timeline, &index);
+        let published_end = newest.as_ref().map(Segment::hls_end);
         let limit = live_limit(&clocks, published_end);
         let latest = bodies
             .iter()
@@ -260,21 +271,96 @@ pub async fn context(
             .max();
         if let Some(raw) = latest
             && published_end.is_some_and(|end| raw >= end)
-            && crate::services::live::wait_published(state, stream, raw, PUBLISH_WAIT).await?
         {
+            // Waited for, and read again whether it came or not: a segment of a new epoch may
+            // have come instead.
+            crate::services::live::wait_published(state, stream, raw, PUBLISH_WAIT).await?;
             view = state.view(stream).await?;
             index = state.index(stream, &view).await?;
-            published_end = state
+            newest = state
                 .track(state.store.last_segments(stream, 1).await)?
-                .last()
-                .map(Segment::hls_end);
+                .pop();
         }
     }
+    let published_end = newest.as_ref().map(Segment::hls_end);
+    let frontier = newest.as_ref().map(|s| {
+        let mut utc = s.utc_start + s.duration;
+        if let Some(e) = view.timeline.last()
+            && e.index > s.epoch
+        {
+            utc = utc.max(e.utc_start);
+        }
+        (utc, s.duration + STALL_GRACE)
+    });
     Ok(Context {
         view,
         index,
         published_end,
+        frontier,
     })
+}
+
+/// 503 `no_video_yet`: the instant is past everything the stream published and the stream is not
+/// publishing now, so whether it will have video is not known until the stream is back. A marker
+/// placed by extrapolation there landed on other video when the source came back as a new epoch
+/// (the HLS clock goes on where the old epoch ended).
+async fn no_video_yet(
+    state: &AppState,
+    stream: &StreamName,
+    what: &str,
+    since: UtcTime,
+) -> ApiError {
+    let how = crate::services::streams::ingest_status(state, stream)
+        .await
+        .map_or_else(String::new, |s| {
+            format!(
+                " (its ingest last reported: {})",
+                crate::services::streams::state_phrase(&s)
+            )
+        });
+    ApiError::new(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "no_video_yet",
+        format!(
+            "there is no video at {what} yet: stream {stream} has published nothing since \
+             {since}{how}. Retry: once the stream is back the marker lands, or (a time while \
+             it was down) is refused with 400 time_out_of_range"
+        ),
+    )
+}
+
+/// Whether the body names a recent instant after the end of the stream's newest epoch, closed
+/// because its source stopped (a restart may be under way), and the wall time that epoch ended.
+fn after_closed_end(body: &NewMarker, clocks: &Clocks<'_>) -> Option<UtcTime> {
+    let last = clocks.timeline.last()?;
+    let end = last.hls_end?;
+    let end_utc = clocks
+        .hls_to_utc(end - Duration90k(1))
+        .ok()
+        .map(|u| u + Duration90k(1))?;
+    let now = UtcTime::now();
+    let at = if let Some(h) = body.hls {
+        let h = HlsTime::from_secs_f64(h).ok()?;
+        (h >= end).then(|| end_utc + (h - end))?
+    } else if let Some(u) = body.utc.as_deref() {
+        UtcTime::parse_rfc3339(u).ok()?
+    } else {
+        return None;
+    };
+    (at >= end_utc && at + RESTART_GRACE >= now && at <= now + FUTURE_TOLERANCE).then_some(end_utc)
+}
+
+/// The instant a body names, as given (for messages).
+fn what(body: &NewMarker) -> String {
+    if let Some(u) = &body.utc {
+        u.chars().take(40).collect()
+    } else if let Some(h) = body.hls {
+        format!("{h} s (HLS)")
+    } else if let Some(g) = body.gen_secs {
+        format!("{g} s (GEN)")
+    } else {
+        format!("pts {} s", body.pts.unwrap_or_default())
+    }
 }
 
 /// Severity, colour and tags of a body, normalised: severity `info` when not given, colour lower
@@ -316,6 +402,18 @@ pub async fn build_marker(
 ) -> Result<(Marker, Frame), ApiError> {
     let clocks = ctx.clocks();
     let limit = live_limit(&clocks, ctx.published_end);
+    if let Some(since) = after_closed_end(&body, &clocks) {
+        let status = crate::services::streams::ingest_status(state, &stream).await;
+        let over = status.is_some_and(|s| {
+            matches!(
+                s.state,
+                hlsmark_store::StreamState::Stopped | hlsmark_store::StreamState::Failed
+            )
+        });
+        if !over {
+            return Err(no_video_yet(state, &stream, &what(&body), since).await);
+        }
+    }
     let raw = requested_time(&body, &clocks, limit)?;
     // The time must hold video: not before the stream, not while it was down, not in the future.
     clocks.timeline.check_media(raw)?;
@@ -330,6 +428,12 @@ pub async fn build_marker(
                 FUTURE_TOLERANCE.as_secs_f64()
             ),
         ));
+    }
+    if ctx.published_end.is_some_and(|end| raw >= end)
+        && let Some((since, grace)) = ctx.frontier
+        && UtcTime::now() > since + grace
+    {
+        return Err(no_video_yet(state, &stream, &what(&body), since).await);
     }
     let frame = state
         .frame_tables
