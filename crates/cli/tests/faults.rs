@@ -647,7 +647,14 @@ fn live_edge(port: u16) -> f64 {
 
 /// `POST /markers` half a second behind `edge`.
 fn post_marker_at(port: u16, label: &str, edge: f64) -> http::Response {
-    let body = format!(r#"{{"label":"{label}","hls":{}}}"#, (edge - 0.5).max(0.0));
+    post_body(
+        port,
+        &format!(r#"{{"label":"{label}","hls":{}}}"#, (edge - 0.5).max(0.0)),
+    )
+}
+
+/// `POST /markers` of `body` with the token.
+fn post_body(port: u16, body: &str) -> http::Response {
     http::request(
         "POST",
         port,
@@ -847,18 +854,7 @@ fn redis_outage_during_run_keeps_video_and_loses_nothing() {
 
 /// `POST /markers` of one marker at wall time `utc`: (status, JSON body, Retry-After).
 fn post_utc(port: u16, label: &str, utc: &str) -> (u16, serde_json::Value, Option<String>) {
-    let body = format!(r#"{{"label":"{label}","utc":"{utc}"}}"#);
-    let r = http::request(
-        "POST",
-        port,
-        "/markers",
-        &[
-            ("Authorization", &format!("Bearer {TOKEN}")),
-            ("Content-Type", "application/json"),
-        ],
-        body.as_bytes(),
-    )
-    .unwrap_or_else(|e| panic!("POST /markers: {e}"));
+    let r = post_body(port, &format!(r#"{{"label":"{label}","utc":"{utc}"}}"#));
     let v = serde_json::from_slice(&r.body).unwrap_or_default();
     (r.status, v, r.header("retry-after").map(str::to_owned))
 }
