@@ -833,6 +833,10 @@ let feedSeenOpen = false;
 function waitingText() {
   const entry = picker.streams?.find((s) => s.name === stream);
   const why = entry?.state && entry.state !== 'live' ? ` (${entry.state}${entry.last_error ? `: ${entry.last_error}` : ''})` : '';
+  // A failed source is not retried: nothing will arrive until its ingest is started again.
+  if (entry?.state === 'failed') {
+    return `No video from "${stream}"${why}: the source cannot be played and is not retried; fix it and restart the ingest.`;
+  }
   return `No video from "${stream}" yet${why}; playback starts by itself when it arrives.`;
 }
 

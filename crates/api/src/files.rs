@@ -48,9 +48,7 @@ pub async fn readable_path(
     let Some(remote) = &cache.remote else {
         return media_path(data_dir, stream, file);
     };
-    let dir = std::env::temp_dir()
-        .join(format!("hlsmark-spool-{}", std::process::id()))
-        .join(stream.as_str());
+    let dir = spool_dir(std::process::id()).join(stream.as_str());
     let path = dir.join(file);
     if classify(file).is_none() || path.is_file() {
         return path;
@@ -73,6 +71,38 @@ pub async fn readable_path(
         tracing::warn!(file, "could not spool a media file for ffmpeg");
     }
     path
+}
+
+/// The spool directory of process `pid` in the system temp dir.
+fn spool_dir(pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("hlsmark-spool-{pid}"))
+}
+
+/// Removes the spool directories of processes that are gone (a `kill -9` leaves its spool) and
+/// this process's own (a reused pid must not serve another run's copies). Called when the API
+/// starts; each spool holds up to [`SPOOL_FILES`] segment copies.
+pub fn sweep_spools() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("hlsmark-spool-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Removes this process's spool directory (at shutdown).
+pub fn remove_own_spool() {
+    let _ = std::fs::remove_dir_all(spool_dir(std::process::id()));
 }
 
 /// Files kept in the spool of [`readable_path`] at most.
@@ -901,6 +931,37 @@ fn parse_range(value: &str, total: u64) -> Answer {
 
 #[cfg(test)]
 mod tests {
+    /// A spool of a process that is gone and this process's own are removed at start; a live
+    /// process's is kept.
+    #[test]
+    fn spools_of_gone_processes_are_swept() {
+        let dead = (3_000_000..4_000_000)
+            .find(|p| !std::path::Path::new("/proc").join(p.to_string()).exists())
+            .unwrap();
+        let live = std::process::id();
+        let sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let other = sleeper.id();
+        for pid in [dead, live, other] {
+            let d = super::spool_dir(pid).join("live");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("e0-00000001.m4s"), b"x").unwrap();
+        }
+        super::sweep_spools();
+        assert!(!super::spool_dir(dead).exists(), "a gone process's spool");
+        assert!(
+            !super::spool_dir(live).exists(),
+            "our own, from a reused pid"
+        );
+        assert!(super::spool_dir(other).exists(), "a live process's spool");
+        let _ = std::fs::remove_dir_all(super::spool_dir(other));
+        let mut sleeper = sleeper;
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
+
     use super::*;
 
     #[test]

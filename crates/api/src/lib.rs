@@ -240,6 +240,11 @@ impl Api {
     /// requests finish (up to `shutdown_timeout`) and returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let scheme = self.scheme();
+        // Copies of remote media for ffmpeg: a crashed run's are removed now, ours at the end.
+        if self.cfg.media.is_some() {
+            files::sweep_spools();
+        }
+        let spooled = self.cfg.media.is_some();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState::new(self.store, self.cfg.clone(), stop_rx));
         let server =
@@ -256,10 +261,14 @@ impl Api {
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
         handle.stop(true).await;
-        server
+        let r = server
             .await
             .map_err(|e| ServeError::Server(std::io::Error::other(e)))?
-            .map_err(ServeError::Server)
+            .map_err(ServeError::Server);
+        if spooled {
+            files::remove_own_spool();
+        }
+        r
     }
 }
 

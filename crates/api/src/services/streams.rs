@@ -183,9 +183,13 @@ fn label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Whether a status written at `updated` is stale at `now`.
+/// Whether a status written at `updated` is stale at `now`. A final state (`failed`, `stopped`)
+/// is the ingest's last word on the stream and is written once, when its run ends: it stays true
+/// whether the process lives on (`hlsmark run` with other streams) or not, so it is never stale
+/// (it read "stale" 15 s after a stream failed, and the page showed that instead of the failure).
 pub fn is_stale(status: &StreamStatus, now: UtcTime) -> bool {
-    now - status.updated_90k > STALE_AFTER
+    !matches!(status.state, StreamState::Failed | StreamState::Stopped)
+        && now - status.updated_90k > STALE_AFTER
 }
 
 /// Every stream with a status or segments, sorted by name.
@@ -242,4 +246,36 @@ pub async fn overview(state: &AppState, now: UtcTime) -> Result<Vec<StreamRow>, 
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_running_state_goes_stale() {
+        let now = UtcTime::now();
+        let status = |state, ago: i64| StreamStatus {
+            state,
+            source: "generator".into(),
+            kind: "generator".into(),
+            since_90k: now - Duration90k::from_secs(ago),
+            updated_90k: now - Duration90k::from_secs(ago),
+            last_error: None,
+            restarts: 0,
+            epoch: None,
+            restream: Vec::new(),
+        };
+        for state in [
+            StreamState::Starting,
+            StreamState::Live,
+            StreamState::Retrying,
+        ] {
+            assert!(!is_stale(&status(state, 10), now), "{state:?}");
+            assert!(is_stale(&status(state, 16), now), "{state:?}");
+        }
+        for state in [StreamState::Failed, StreamState::Stopped] {
+            assert!(!is_stale(&status(state, 3_600), now), "{state:?}");
+        }
+    }
 }
