@@ -83,11 +83,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             display_addr(addr)
         ));
         for c in &configs {
+            let (kind, source) = (c.source.kind(), c.source.masked());
+            // The generator's source is its kind: said once.
+            let source = if source == kind {
+                String::new()
+            } else {
+                format!(" {source}")
+            };
             crate::common::say(format_args!(
-                "  stream {:?}: {} {}",
-                c.stream.as_str(),
-                c.source.kind(),
-                c.source.masked()
+                "  stream {:?}: {kind}{source}",
+                c.stream.as_str()
             ));
         }
 

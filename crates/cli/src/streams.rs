@@ -67,7 +67,9 @@ pub struct SourceArgs {
     pub preview_fps: Option<u32>,
     /// Restream the stream to an RTMP/RTMPS ingest (`rtmp://host/app/key`; repeat for several;
     /// the variable takes them comma-separated): the H.264 copied, AAC copied or silent AAC
-    /// added, one supervised ffmpeg per target. The key is never shown (`rtmp://host/app/****`).
+    /// added, one supervised ffmpeg per target. The key is never shown in logs, the API or the
+    /// page (`rtmp://host/app/****`); it is on ffmpeg's command line, so local users can see it
+    /// with `ps`.
     #[arg(long = "restream", env = "HLSMARK_RESTREAM", value_delimiter = ',')]
     pub restream: Vec<String>,
     /// File sources: `true` plays the file in real time; `false` reads it as fast as ffmpeg can
@@ -101,13 +103,32 @@ struct Settings {
 }
 
 impl Settings {
-    fn config(&self, name: &str, data_dir: &Path) -> anyhow::Result<StreamConfig> {
+    /// `missing_ok`: a file source that does not exist (yet) is taken, with a warning, instead of
+    /// refused: one stream of a config file whose share is not mounted at boot must not keep
+    /// the others from starting (it fails with ffmpeg's reason, on `/streams` and the page).
+    fn config(
+        &self,
+        name: &str,
+        data_dir: &Path,
+        missing_ok: bool,
+    ) -> anyhow::Result<StreamConfig> {
         let stream = StreamName::new(name).map_err(|e| anyhow!("name {name:?}: {e}"))?;
         let mut c = self
             .generator
             .apply(StreamConfig::new(stream, data_dir.to_owned()));
         let s = &self.source;
-        c.source = Source::parse(&s.source, s.follow, s.looped)?;
+        c.source = match Source::parse(&s.source, s.follow, s.looped) {
+            Err(hlsmark_sources::source::SourceError::MissingFile { given })
+                if missing_ok && !s.follow =>
+            {
+                tracing::warn!(stream = name, file = %given, "no such file (yet): the stream starts and fails with the reason; the other streams run");
+                Source::File {
+                    path: PathBuf::from(s.source.trim()),
+                    looped: s.looped,
+                }
+            }
+            r => r?,
+        };
         c.encoding = Encoding {
             video: s.video,
             quality: s.quality,
@@ -179,7 +200,7 @@ pub fn configs(
         generator: generator.clone(),
     };
     match &source.config {
-        None => Ok(vec![base.config(stream, data_dir)?]),
+        None => Ok(vec![base.config(stream, data_dir, false)?]),
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--config {}: cannot be read", path.display()))?;
@@ -312,7 +333,7 @@ fn from_toml(
         }
         let settings = overlay(base, t).map_err(|(key, e)| anyhow!("{}: {e}", at(key)))?;
         let c = settings
-            .config(&t.name, data_dir)
+            .config(&t.name, data_dir, parsed.stream.len() > 1)
             .map_err(|e| anyhow!("{file}: line {line}, stream {:?}: {e:#}", t.name))?;
         out.push(c);
     }
@@ -663,6 +684,18 @@ part_duration = "0"
             e.contains("no such file") && e.contains("/no/such.mp4"),
             "{e}"
         );
+        // With other streams, a missing file does not keep them from starting: it is taken
+        // (and fails at run time with the reason), a typo in a scheme still is an error.
+        let two = "[[stream]]\nname = \"a\"\nsource = \"/no/such.mp4\"\n\
+                   [[stream]]\nname = \"b\"\nsource = \"generator\"\n";
+        let c = load(two).unwrap();
+        assert!(
+            matches!(&c[0].source, Source::File { path, .. } if path == Path::new("/no/such.mp4")),
+            "{:?}",
+            c[0].source
+        );
+        let e = err("[[stream]]\nname = \"a\"\nsource = \"srt://x\"\n[[stream]]\nname = \"b\"\n");
+        assert!(e.contains("unknown scheme"), "{e}");
         let e = err("[[stream]]\nname = \"a\"\nsegment_duration = \"fast\"\n");
         assert!(
             e.contains("segment_duration") && e.contains("\"fast\""),

@@ -1498,3 +1498,58 @@ fn preview_from_a_separate_ingest_process() {
         "the 404 came at once"
     );
 }
+
+/// The load balancer with no API node to reach (both refuse): nginx's own error is the API's JSON
+/// error shape, 503 `no_api_node` with `Retry-After`, not nginx's HTML page.
+#[test]
+fn the_load_balancer_answers_json_when_no_node_answers() {
+    require_program("nginx");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = std::fs::read_to_string(repo_root().join("scale/nginx.conf"))
+        .unwrap()
+        .replace("api-1:5000", &format!("127.0.0.1:{}", free_port()))
+        .replace("api-2:5000", &format!("127.0.0.1:{}", free_port()))
+        .replace("listen 5000;", &format!("listen 127.0.0.1:{port};"))
+        .replace("/var/cache/nginx", &dir.path().to_string_lossy());
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut nginx = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-g")
+        .arg(format!(
+            "daemon off; pid {}/nginx.pid; master_process off;",
+            dir.path().display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_port(port, Duration::from_secs(10)),
+        "nginx did not listen"
+    );
+    for path in [
+        "/markers",
+        "/hls/live/index.m3u8",
+        "/hls/live/e0-00000001.m4s",
+    ] {
+        let r = http::get(port, path).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        assert_eq!(r.status, 503, "{path}: {}", r.text());
+        assert_eq!(v["error"]["code"], "no_api_node", "{path}: {}", r.text());
+        assert_eq!(r.header("retry-after"), Some("1"), "{path}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{path}"
+        );
+    }
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+}

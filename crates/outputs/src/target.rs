@@ -13,6 +13,8 @@ pub enum TargetError {
     Scheme { given: String, scheme: String },
     #[error("--restream {given}: no host (write rtmp://host/app/key)")]
     NoHost { given: String },
+    #[error("--restream {given}: port {port:?} is not a port number (1-65535)")]
+    BadPort { given: String, port: String },
     #[error(
         "--restream {given}: needs an application and a stream key in the path (rtmp://host/app/key)"
     )]
@@ -50,9 +52,25 @@ impl Target {
         }
         let (authority, path) = split_authority(rest);
         let host = authority.rsplit('@').next().unwrap_or_default();
-        let host_name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        // `[v6]:port`, `[v6]`, `name:port`, `name`.
+        let (host_name, port) = match host.strip_prefix('[') {
+            Some(v6) => v6
+                .split_once(']')
+                .map_or(("", None), |(h, tail)| (h, tail.strip_prefix(':'))),
+            None => host
+                .rsplit_once(':')
+                .map_or((host, None), |(h, p)| (h, Some(p))),
+        };
         if host_name.is_empty() {
             return Err(TargetError::NoHost { given: given() });
+        }
+        if let Some(p) = port
+            && !p.parse::<u16>().is_ok_and(|p| p > 0)
+        {
+            return Err(TargetError::BadPort {
+                given: given(),
+                port: p.chars().take(16).collect(),
+            });
         }
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let segments: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
@@ -184,6 +202,13 @@ mod tests {
         assert!(!format!("{t:?} {t}").contains("secretkey123"));
         let t = Target::parse("RTMPS://u:pw12345@a.example/app/inst/k3y-abc?auth=zzzz").unwrap();
         assert_eq!(t.masked(), "RTMPS://u:****@a.example/app/inst/****?****");
+        for ok in [
+            "rtmp://[::1]:1935/live/k3y",
+            "rtmp://[::1]/live/k3y",
+            "rtmp://h:65535/live/k3y",
+        ] {
+            assert!(Target::parse(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]
@@ -196,6 +221,10 @@ mod tests {
             ("rtmp://h/secretkey123", "application and a stream key"),
             ("rtmp://h", "application and a stream key"),
             ("rtmp://h/live/secret key123", "whitespace"),
+            ("rtmp://h:99999/live/secretkey123", "is not a port"),
+            ("rtmp://h:0/live/secretkey123", "is not a port"),
+            ("rtmp://h:abc/live/secretkey123", "is not a port"),
+            ("rtmp://[::1]:70000/live/secretkey123", "is not a port"),
             ("secretkey123", "not rtmp or rtmps"),
         ] {
             let e = Target::parse(url).unwrap_err().to_string();

@@ -92,19 +92,33 @@ pub struct StreamConfig {
 }
 
 /// A configuration value that cannot work, with the value and the allowed range.
+/// A duration as the flags take it (`0s`, `1500ms`, `10h`), for messages: `Debug` wrote `0ns`
+/// for `0s` and `36000s` for `10h`.
+fn as_flag(d: &Duration) -> String {
+    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+    match (secs, nanos) {
+        (0, 0) => "0s".to_owned(),
+        (s, 0) if s % 3600 == 0 => format!("{}h", s / 3600),
+        (s, 0) if s % 60 == 0 => format!("{}m", s / 60),
+        (s, 0) => format!("{s}s"),
+        (_, n) if n % 1_000_000 == 0 => format!("{}ms", d.as_millis()),
+        _ => format!("{}us", d.as_micros()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     #[error("--width/--height {width}x{height}: both must be even and between 16 and 8192")]
     Size { width: u32, height: u32 },
     #[error("--block-size {block}: must be between 2 and the smaller of width and height ({max})")]
     BlockSize { block: u32, max: u32 },
-    #[error("--segment-duration {0:?}: must be at least one frame and at most 60 s")]
+    #[error("--segment-duration {}: must be at least one frame and at most 60 s", as_flag(.0))]
     SegmentDuration(Duration),
-    #[error("--retention {0:?}: must be at least one segment")]
+    #[error("--retention {}: must be at least one segment", as_flag(.0))]
     Retention(Duration),
-    #[error("--event-mean {0:?} / --event-duration {1:?}: both must be at least one frame")]
+    #[error("--event-mean {} / --event-duration {}: both must be at least one frame", as_flag(.0), as_flag(.1))]
     Events(Duration, Duration),
-    #[error("--stop-after {0:?}: must be at least one frame")]
+    #[error("--stop-after {}: must be at least one frame", as_flag(.0))]
     StopAfter(Duration),
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
@@ -125,10 +139,11 @@ pub enum ConfigError {
     #[error("--tone with --audio off: the tone is audio; drop one of them")]
     ToneWithoutAudio,
     #[error(
-        "--part-duration {0:?}: must be 0 (no LL-HLS parts) or between 20 ms and the segment duration"
+        "--part-duration {}: must be 0 (no LL-HLS parts) or between 20 ms and the segment duration",
+        as_flag(.0)
     )]
     PartDuration(Duration),
-    #[error("--stall-timeout {0:?}: must be between 1 s and 1 h")]
+    #[error("--stall-timeout {}: must be between 1 s and 1 h", as_flag(.0))]
     StallTimeout(Duration),
     #[error("--live-window {0}: must be between 1 and {max} segments", max = hlsmark_store::LIVE_WINDOW_MAX)]
     LiveWindow(u32),

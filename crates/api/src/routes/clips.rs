@@ -34,6 +34,8 @@ const MAX_PAD_SECS: f64 = 60.0;
 const INPUT_TOLERANCE: Duration90k = Duration90k(45);
 /// Bytes read from a segment per body chunk.
 const CHUNK: u64 = 256 << 10;
+/// How long a clip's client may take nothing before its slot is given back ([`watch_slot`]).
+const CLIP_STALL_RELEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,12 +110,27 @@ pub async fn range_clip(
     let clocks = Clocks::new(&view.timeline, &index);
     let (from, to) = (from.to_hls(&clocks)? + INPUT_TOLERANCE, to.to_hls(&clocks)?);
     if to <= from {
+        // A time before the stream's first video is its start: a range that ends there holds
+        // nothing of the stream (it read "to (0.000 s) must be after from (0.001 s)").
+        let start = view.timeline.epochs().first().map(|e| e.hls_start);
+        if start == Some(to)
+            && let Some(first) = view.timeline.epochs().first()
+        {
+            return Err(ApiError::not_found(
+                "no_segments",
+                format!(
+                    "the range ends before the video of {stream} begins ({}): nothing to clip",
+                    first.utc_start.to_rfc3339_millis()
+                ),
+            ));
+        }
+        let given = |v: Option<&str>| v.unwrap_or_default().chars().take(40).collect::<String>();
         return Err(ApiError::bad_request(
             "invalid_range",
             format!(
-                "to ({:.3} s) must be after from ({:.3} s)",
-                to.as_secs_f64(),
-                from.as_secs_f64()
+                "to ({}) must be after from ({}), by more than half a millisecond",
+                given(query.to.as_deref()),
+                given(query.from.as_deref())
             ),
         ));
     }
@@ -139,7 +156,7 @@ pub async fn marker_clip(
 ) -> Result<HttpResponse, ApiError> {
     let id = uuid::Uuid::try_parse(&path)
         .map_err(|_| ApiError::bad_request("invalid_id", "a marker id is a UUID"))?;
-    let stream = state.stream(query.stream.as_deref())?;
+    state.stream(query.stream.as_deref())?;
     let download = flag("download", query.download.as_deref())?;
     let pad = match query.pad.as_deref() {
         None => DEFAULT_PAD,
@@ -158,12 +175,7 @@ pub async fn marker_clip(
                 .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?
         }
     };
-    let Some(m) = state.track(state.store.get_marker(&stream, id).await)? else {
-        return Err(ApiError::not_found(
-            "marker_not_found",
-            format!("no marker {id} in stream {stream}"),
-        ));
-    };
+    let (stream, m) = crate::services::markers::find(&state, query.stream.as_deref(), id).await?;
     // At least the marker's own frame, however short its span.
     let span = m.duration.max(Duration90k(1));
     too_long(&state, span + pad + pad)?;
@@ -285,53 +297,104 @@ impl Pace {
     }
 }
 
+/// A clip answer's slot, given back early when its client stops taking bytes.
+struct Slot {
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    t0: std::time::Instant,
+    /// Milliseconds after `t0` the body was last asked for bytes.
+    polled: std::sync::atomic::AtomicU64,
+}
+
+impl Slot {
+    fn touch(&self) {
+        let ms = u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.polled.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> std::time::Duration {
+        let at = self.polled.load(std::sync::atomic::Ordering::Relaxed);
+        self.t0
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_millis(at))
+    }
+}
+
+/// Watches a clip's slot: when its body has not been asked for bytes for `stall` (the client
+/// stopped reading and the socket's buffers are full), the slot is given back, so clients that
+/// stop reading cannot hold every clip slot (8 such connections answered every other clip 503
+/// for as long as they stayed open). The answer itself goes on if the client reads again; it
+/// then just no longer counts against `--clip-max-concurrent`. Ends with the body.
+fn watch_slot(slot: &Arc<Slot>, stall: std::time::Duration) {
+    let weak = Arc::downgrade(slot);
+    let period = (stall / 4).max(std::time::Duration::from_millis(50));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(slot) = weak.upgrade() else { return };
+            if slot.idle() >= stall {
+                if let Ok(mut p) = slot.permit.lock() {
+                    p.take();
+                }
+                tracing::debug!(idle = ?slot.idle(), "clip client stopped reading: its slot is given back");
+                return;
+            }
+        }
+    });
+}
+
 /// The body: the parts in order, file bytes read in [`CHUNK`]s on the blocking pool, paced to
-/// `--clip-max-mbps`. Holds the clip's slot until it ends or the client goes.
+/// `--clip-max-mbps`. Holds the clip's slot until it ends, the client goes, or the client takes
+/// nothing for `stall` ([`watch_slot`]).
 fn body(
     parts: Vec<Part>,
     permit: OwnedSemaphorePermit,
     mbps: u32,
+    stall: std::time::Duration,
 ) -> impl futures_util::Stream<Item = io::Result<Bytes>> {
     let pace = Pace {
         bytes_per_sec: u64::from(mbps) * 1_000_000 / 8,
         start: std::time::Instant::now(),
         sent: 0,
     };
+    let slot = Arc::new(Slot {
+        permit: std::sync::Mutex::new(Some(permit)),
+        t0: std::time::Instant::now(),
+        polled: std::sync::atomic::AtomicU64::new(0),
+    });
+    watch_slot(&slot, stall);
     let state = (
         parts.into_iter(),
         None::<(Arc<dyn ReadAt>, u64, u64)>,
-        (permit, pace),
+        (slot, pace),
     );
-    futures_util::stream::try_unfold(
-        state,
-        |(mut parts, mut cur, (permit, mut pace))| async move {
-            loop {
-                if let Some((file, at, left)) = cur.take() {
-                    if left == 0 {
-                        continue;
-                    }
-                    let n = left.min(CHUNK);
-                    pace.wait(n).await;
-                    let f = file.clone();
-                    let chunk = tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; usize::try_from(n).unwrap_or(0)];
-                        f.read_exact_at(&mut buf, at).map(|()| Bytes::from(buf))
-                    })
-                    .await
-                    .map_err(io::Error::other)??;
-                    return Ok(Some((
-                        chunk,
-                        (parts, Some((file, at + n, left - n)), (permit, pace)),
-                    )));
+    futures_util::stream::try_unfold(state, |(mut parts, mut cur, (slot, mut pace))| async move {
+        slot.touch();
+        loop {
+            if let Some((file, at, left)) = cur.take() {
+                if left == 0 {
+                    continue;
                 }
-                match parts.next() {
-                    None => return Ok(None),
-                    Some(Part::Head(b)) => return Ok(Some((b, (parts, None, (permit, pace))))),
-                    Some(Part::File { file, offset, len }) => cur = Some((file, offset, len)),
-                }
+                let n = left.min(CHUNK);
+                pace.wait(n).await;
+                let f = file.clone();
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; usize::try_from(n).unwrap_or(0)];
+                    f.read_exact_at(&mut buf, at).map(|()| Bytes::from(buf))
+                })
+                .await
+                .map_err(io::Error::other)??;
+                return Ok(Some((
+                    chunk,
+                    (parts, Some((file, at + n, left - n)), (slot, pace)),
+                )));
             }
-        },
-    )
+            match parts.next() {
+                None => return Ok(None),
+                Some(Part::Head(b)) => return Ok(Some((b, (parts, None, (slot, pace))))),
+                Some(Part::File { file, offset, len }) => cur = Some((file, offset, len)),
+            }
+        }
+    })
 }
 
 /// The answer: headers, one range, and the body.
@@ -430,7 +493,10 @@ fn answer(
     }
     tracing::debug!(stream = %stream, ?info, len, "clip");
     let parts = parts(&p, start, len);
-    res.body(SizedStream::new(len, Box::pin(body(parts, p.permit, mbps))))
+    res.body(SizedStream::new(
+        len,
+        Box::pin(body(parts, p.permit, mbps, CLIP_STALL_RELEASE)),
+    ))
 }
 
 #[cfg(test)]
@@ -456,5 +522,42 @@ mod tests {
             free.wait(1 << 30).await;
         }
         assert_eq!(free.sent, 10 << 30);
+    }
+
+    /// A client that stops taking bytes gives its clip slot back after the stall time; a client
+    /// that reads keeps it; the answer goes on either way.
+    #[tokio::test]
+    async fn a_clip_whose_client_stops_reading_gives_its_slot_back() {
+        use futures_util::StreamExt as _;
+        let sem = Arc::new(tokio::sync::Semaphore::new(1));
+        let parts = (0..6)
+            .map(|i| Part::Head(Bytes::from(vec![i; 10])))
+            .collect::<Vec<_>>();
+        let permit = sem.clone().try_acquire_owned().unwrap();
+        let stall = std::time::Duration::from_millis(400);
+        let mut b = Box::pin(body(parts, permit, 0, stall));
+        // Reading every 100 ms: the slot stays taken.
+        for _ in 0..4 {
+            assert!(b.next().await.is_some());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            sem.available_permits(),
+            0,
+            "a reading client keeps its slot"
+        );
+        // Nothing asked for: given back after the stall time.
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        assert_eq!(
+            sem.available_permits(),
+            1,
+            "a stalled client's slot is given back"
+        );
+        // The answer goes on.
+        assert_eq!(b.next().await.unwrap().unwrap()[0], 4);
+        assert_eq!(b.next().await.unwrap().unwrap()[0], 5);
+        assert!(b.next().await.is_none());
+        drop(b);
+        assert_eq!(sem.available_permits(), 1, "given back once");
     }
 }

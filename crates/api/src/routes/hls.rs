@@ -139,11 +139,11 @@ impl Directives {
                 )
             };
             let number = |v: &str| -> Result<u64, ApiError> {
-                if v.is_empty()
-                    || v.len() > MAX_DIRECTIVE_DIGITS
-                    || !v.bytes().all(|b| b.is_ascii_digit())
-                {
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(bad("must be a decimal integer (digits only)"));
+                }
+                if v.len() > MAX_DIRECTIVE_DIGITS {
+                    return Err(bad("is larger than any media sequence number"));
                 }
                 v.parse::<u64>()
                     .map_err(|_| bad("is larger than any media sequence number"))

@@ -395,15 +395,9 @@ pub async fn marker_thumbnail(
 ) -> Result<HttpResponse, ApiError> {
     let id = uuid::Uuid::try_parse(&path)
         .map_err(|_| ApiError::bad_request("invalid_id", "a marker id is a UUID"))?;
-    let stream = state.stream(query.stream.as_deref())?;
     let width = number("width", query.width.as_deref())?;
     Hub::check(width, None).map_err(preview_error)?;
-    let Some(m) = state.track(state.store.get_marker(&stream, id).await)? else {
-        return Err(ApiError::not_found(
-            "marker_not_found",
-            format!("no marker {id} in stream {stream}"),
-        ));
-    };
+    let (stream, m) = crate::services::markers::find(&state, query.stream.as_deref(), id).await?;
     let (view, index) = state.clocks(&stream).await?;
     let clocks = Clocks::new(&view.timeline, &index);
     frame_picture(&state, &stream, &clocks, m.hls, width).await

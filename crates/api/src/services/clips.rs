@@ -145,7 +145,7 @@ fn choose(
                 return Err(unprocessable(
                     "clip_spans_restart",
                     format!(
-                        "the range crosses a restart of {stream} at {:.3} s ({}): a clip holds one encoder run; ask for the parts before and after it separately",
+                        "the range crosses the start of a new epoch of {stream} at {:.3} s ({}: the source restarted, or its wall clock was re-anchored): a clip holds one epoch; ask for the parts before and after it separately",
                         w[1].hls_start.as_secs_f64(),
                         w[1].utc_start.to_rfc3339_millis()
                     ),

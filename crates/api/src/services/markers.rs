@@ -363,6 +363,38 @@ fn what(body: &NewMarker) -> String {
     }
 }
 
+/// The marker `id` with its stream: in `stream` when given, else in the default stream or, when
+/// it is not there, in whichever stream holds it (ids are UUIDs, so a link with the id alone
+/// works for a marker of any stream). 404 `marker_not_found` names where it looked.
+pub async fn find(
+    state: &AppState,
+    stream: Option<&str>,
+    id: Uuid,
+) -> Result<(StreamName, Marker), ApiError> {
+    let first = state.stream(stream)?;
+    if let Some(m) = state.track(state.store.get_marker(&first, id).await)? {
+        return Ok((first, m));
+    }
+    if stream.is_some() {
+        return Err(ApiError::not_found(
+            "marker_not_found",
+            format!("no marker {id} in stream {first}"),
+        ));
+    }
+    for other in state.track(state.store.streams().await)? {
+        if other == first {
+            continue;
+        }
+        if let Some(m) = state.track(state.store.get_marker(&other, id).await)? {
+            return Ok((other, m));
+        }
+    }
+    Err(ApiError::not_found(
+        "marker_not_found",
+        format!("no marker {id} in any stream"),
+    ))
+}
+
 /// Severity, colour and tags of a body, normalised: severity `info` when not given, colour lower
 /// case, a repeated tag once (first place). Tag rules are the store's (`Marker::validate`).
 fn style(body: &NewMarker) -> Result<(Severity, Option<String>, Vec<String>), ApiError> {

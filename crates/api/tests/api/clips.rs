@@ -418,6 +418,13 @@ fn range_clips_are_exact_in_hls_seconds_and_utc_and_bad_requests_are_json() {
         ("/clips/live.mp4?from=0&to=1&x=1", 400, "invalid_query"),
         ("/clips/live.mp4?from=1000&to=1001", 404, "no_segments"),
         ("/clips/live.mp4?from=-5&to=-1", 404, "no_segments"),
+        // Wall times before the stream: nothing of it (was 400 "to (0.000 s) must be after
+        // from (0.001 s)").
+        (
+            "/clips/live.mp4?from=1999-01-01T00:00:00Z&to=1999-01-01T00:00:10Z",
+            404,
+            "no_segments",
+        ),
         ("/clips/nope.mp4?from=0&to=1", 404, "unknown_stream"),
         ("/clips/bad%20name.mp4?from=0&to=1", 400, "invalid_stream"),
         ("/markers/not-a-uuid/clip.mp4", 400, "invalid_id"),

@@ -110,23 +110,10 @@ fn markers_round_trip_in_every_clock() {
     let conflict = s.post_marker(&json!({"id": id, "label": "other", "hls": 2.34}));
     assert_eq!(conflict.status, 409);
     assert_eq!(conflict.error_code(), "conflict");
-    let auth = format!("Bearer {TOKEN}");
-    let del = request(
-        s.addr,
-        "DELETE",
-        &format!("/markers/{id}"),
-        &[("Authorization", &auth)],
-        b"",
-    );
+    let del = delete_marker(&s, id);
     assert_eq!(del.status, 204);
     assert_eq!(s.get(&format!("/markers/{id}")).status, 404);
-    let del = request(
-        s.addr,
-        "DELETE",
-        &format!("/markers/{id}"),
-        &[("Authorization", &auth)],
-        b"",
-    );
+    let del = delete_marker(&s, id);
     assert_eq!(del.error_code(), "marker_not_found");
 }
 
@@ -541,4 +528,68 @@ fn live_feed_carries_the_style_and_takes_the_filters() {
     let r = s.get("/markers/live?severity=loud");
     assert_eq!(r.status, 400);
     assert_eq!(r.error_code(), "invalid_parameter");
+}
+
+/// A marker id is a UUID: `GET`/`DELETE /markers/{id}` and its clip and thumbnail find a marker
+/// of any stream without `?stream=` (they looked in the default stream only and answered 404);
+/// with `?stream=` only that stream is looked in.
+#[test]
+fn a_marker_of_another_stream_is_found_by_its_id_alone() {
+    use hlsmark_clock::{Duration90k, Epoch, FrameRate, GenTime, HlsTime, Segment};
+    use hlsmark_store::StreamName;
+    let s = TestServer::start();
+    let cam = StreamName::new("cam2").unwrap();
+    let live = s.timeline.as_ref().unwrap().epochs()[1];
+    s.rt.block_on(async {
+        // A copy of the fixture's open epoch and its first segment, as another stream.
+        let e = Epoch {
+            index: 0,
+            first_seq: 0,
+            hls_start: HlsTime(0),
+            gen_start: GenTime(0),
+            fps: FrameRate::integer(30),
+            ..live
+        };
+        s.store.put_epoch(&cam, &e).await.unwrap();
+        let seg = Segment {
+            seq: 0,
+            epoch: 0,
+            hls_start: HlsTime(0),
+            duration: Duration90k(90_000),
+            utc_start: e.utc_start,
+            file: "e0-00000000.m4s".into(),
+            init_file: None,
+            frames: Default::default(),
+        };
+        s.store.append_segment(&cam, &seg).await.unwrap();
+    });
+    let m = s.post_marker(&json!({"label": "at cam2", "hls": 0.5, "stream": "cam2"}));
+    assert_eq!(m.status, 201, "{}", m.text());
+    let id = m.json()["id"].as_str().unwrap().to_owned();
+    let got = s.get(&format!("/markers/{id}"));
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["stream"], "cam2");
+    let only_live = s.get(&format!("/markers/{id}?stream=live"));
+    assert_eq!(only_live.error_code(), "marker_not_found");
+    // The clip is looked for in cam2 (whose segment has no file here), not refused as unknown.
+    let clip = s.get(&format!("/markers/{id}/clip.mp4"));
+    assert_ne!(clip.status, 200);
+    assert_ne!(clip.error_code(), "marker_not_found", "{}", clip.text());
+    let del = delete_marker(&s, &id);
+    assert_eq!(del.status, 204, "{}", del.text());
+    let gone = s.get(&format!("/markers/{id}"));
+    assert_eq!(gone.error_code(), "marker_not_found");
+    assert!(gone.text().contains("any stream"), "{}", gone.text());
+}
+
+/// `DELETE /markers/{id}` with the token.
+fn delete_marker(s: &TestServer, id: &str) -> crate::common::Resp {
+    let auth = format!("Bearer {TOKEN}");
+    request(
+        s.addr,
+        "DELETE",
+        &format!("/markers/{id}"),
+        &[("Authorization", &auth)],
+        b"",
+    )
 }

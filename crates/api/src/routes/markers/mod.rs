@@ -291,13 +291,7 @@ pub async fn get(
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let stream = state.stream(query.stream.as_deref())?;
-    let Some(m) = state.track(state.store.get_marker(&stream, id).await)? else {
-        return Err(ApiError::not_found(
-            "marker_not_found",
-            format!("no marker {id} in stream {stream}"),
-        ));
-    };
+    let (stream, m) = crate::services::markers::find(&state, query.stream.as_deref(), id).await?;
     let (view, index) = state.clocks(&stream).await?;
     respond_marker(
         actix_web::http::StatusCode::OK,
@@ -316,7 +310,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let id = parse_id(&path)?;
-    let stream = state.stream(query.stream.as_deref())?;
+    let (stream, _) = crate::services::markers::find(&state, query.stream.as_deref(), id).await?;
     if state.track(state.store.delete_marker(&stream, id).await)? {
         state.invalidate(&stream);
         Ok(HttpResponse::NoContent().finish())
