@@ -105,7 +105,7 @@ struct Settings {
 impl Settings {
     /// `missing_ok`: a file source that does not exist (yet) is taken, with a warning, instead of
     /// refused: one stream of a config file whose share is not mounted at boot must not keep
-    /// the others from starting (it fails with ffmpeg's reason, on `/streams` and the page).
+    /// the others from starting (it is retried, with ffmpeg's reason on `/streams` and the page).
     fn config(
         &self,
         name: &str,
@@ -121,7 +121,7 @@ impl Settings {
             Err(hlsmark_sources::source::SourceError::MissingFile { given })
                 if missing_ok && !s.follow =>
             {
-                tracing::warn!(stream = name, file = %given, "no such file (yet): the stream starts and fails with the reason; the other streams run");
+                tracing::warn!(stream = name, file = %given, "no such file (yet): the stream is retried until it is there; the other streams run");
                 Source::File {
                     path: PathBuf::from(s.source.trim()),
                     looped: s.looped,
@@ -685,7 +685,7 @@ part_duration = "0"
             "{e}"
         );
         // With other streams, a missing file does not keep them from starting: it is taken
-        // (and fails at run time with the reason), a typo in a scheme still is an error.
+        // (and retried at run time with the reason), a typo in a scheme still is an error.
         let two = "[[stream]]\nname = \"a\"\nsource = \"/no/such.mp4\"\n\
                    [[stream]]\nname = \"b\"\nsource = \"generator\"\n";
         let c = load(two).unwrap();
