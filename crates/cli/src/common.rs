@@ -304,6 +304,9 @@ pub fn check_reports(reports: &[hlsmark_sources::Report]) -> anyhow::Result<()> 
     }
 }
 
+/// Said at start when no token is set: the API answers every write 403 `writes_disabled`.
+pub const WRITES_OFF: &str = "  markers are read-only: POST/DELETE /markers need --token (HLSMARK_TOKEN, 16-256 characters); without one they answer 403";
+
 /// Prints a line for the user on stdout. A closed or full stdout (a pipe whose reader went away,
 /// `>/dev/full`) must not take the server down: `println!` would panic there, so the error is
 /// dropped; the same facts are in the log.

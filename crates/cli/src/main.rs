@@ -23,14 +23,19 @@ struct Cli {
     command: Command,
 }
 
+// `allow_negative_numbers`: `--width -2` is a value its flag refuses with a range, not clap's
+// "unexpected argument '-2' found".
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Ingest without the API: each stream's source through ffmpeg into segments and the store.
+    #[command(allow_negative_numbers = true)]
     Generate(generate::Args),
     /// Serve playlists, segments, markers and the player page over HTTP.
+    #[command(allow_negative_numbers = true)]
     Serve(serve::Args),
     /// Ingest + API + embedded store in one process: the whole product on :5000.
     // Boxed: the flags of both halves make it much larger than the other commands.
+    #[command(allow_negative_numbers = true)]
     Run(Box<run::Args>),
 }
 

@@ -75,6 +75,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         };
         // Check ffmpeg and bind before starting anything, so each start-up problem is one line.
         ffmpeg?;
+        let writes_off = api_config.token.is_none();
         let api = hlsmark_api::Api::bind(api_config, store.clone())?;
         let addr = api.local_addr();
         crate::common::say(format_args!(
@@ -82,6 +83,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             api.scheme(),
             display_addr(addr)
         ));
+        if writes_off {
+            crate::common::say(format_args!("{}", crate::common::WRITES_OFF));
+        }
         for c in &configs {
             let (kind, source) = (c.source.kind(), c.source.masked());
             // The generator's source is its kind: said once.

@@ -173,6 +173,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             Some(w) => Some(crate::webhooks::Dispatcher::start(w, &store, &config).await),
             None => None,
         };
+        let writes_off = config.token.is_none();
         let api = hlsmark_api::Api::bind(config, store)?;
         // Scripts and tests read this line to learn the port (useful with --listen 127.0.0.1:0).
         // An unspecified address (0.0.0.0, [::]) is not a URL a browser can open: print localhost.
@@ -189,6 +190,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             api.scheme(),
             addr.port()
         ));
+        if writes_off {
+            crate::common::say(format_args!("{}", crate::common::WRITES_OFF));
+        }
         api.run_until(crate::common::shutdown_signal()).await?;
         if let Some(d) = dispatcher {
             d.stop().await;

@@ -121,6 +121,16 @@ fn config_and_source_problems_are_one_line_naming_them() {
     assert!(line.contains("--video copy"), "{line}");
     let line = one_line_error(dir, &["generate", "--tone", "--audio", "off"]);
     assert!(line.contains("--tone"), "{line}");
+    // A negative number is a value its flag refuses (was clap's "unexpected argument '-2'").
+    let line = one_line_error(dir, &["generate", "--quality", "-0.5"]);
+    assert!(line.contains("--quality -0.5"), "{line}");
+    let out = hlsmark().args(["run", "--width", "-2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid value '-2' for '--width"), "{err}");
+    // A duration is said as written, not as Rust's Debug (`0ns`).
+    let line = one_line_error(dir, &["generate", "--segment-duration", "0s"]);
+    assert!(line.contains("--segment-duration 0s:"), "{line}");
     // An env variable is a flag too.
     let out = hlsmark()
         .args(["generate", "--data-dir"])
