@@ -362,6 +362,39 @@ fn a_slow_paced_file_stops_at_once_at_shutdown() {
     );
 }
 
+/// A file played once and ended: a blocking playlist reload for the next segment is answered at
+/// once with 503 `stream_not_running` naming the state (it waited three target durations for a
+/// segment that cannot come, then said "the stream may be stalled").
+#[test]
+fn a_finished_file_answers_a_blocking_reload_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = make_clip(tmp.path(), &ClipSpec::new("once").frames(50));
+    let h = start_source(
+        tmp.path(),
+        clip.path.to_str().unwrap(),
+        &["--loop", "false"],
+    );
+    h.wait_until("state stopped", Duration::from_secs(30), |h| {
+        stream_status(h, "live").filter(|s| s["state"] == "stopped")
+    });
+    let last = live_playlist(h.port(), "live")
+        .unwrap()
+        .segments
+        .last()
+        .unwrap()
+        .seq;
+    let r = h.get(&format!("/hls/live/index.m3u8?_HLS_msn={}", last + 1));
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    assert_eq!(r.status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "stream_not_running", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("stopped"),
+        "{v}"
+    );
+    // The playlist itself still answers.
+    assert_eq!(h.get("/hls/live/index.m3u8").status, 200);
+}
+
 /// Pictures of a stream that has none say why at once instead of answering 200 and never
 /// sending a byte: a failed stream (a file of sound only) gets 503 `no_pictures` for its live
 /// previews and 404 `no_media` for thumbnails and clips, both with its state; a copied stream,

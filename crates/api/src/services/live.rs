@@ -15,7 +15,7 @@ use actix_web::http::StatusCode;
 use bytes::Bytes;
 use hlsmark_clock::{Duration90k, HlsTime, Part, TICKS_PER_SECOND};
 use hlsmark_playlist::{Blocking, Skip};
-use hlsmark_store::{Store, StreamName, StreamUpdate};
+use hlsmark_store::{Store, StreamName, StreamState, StreamUpdate};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
@@ -172,6 +172,7 @@ pub async fn blocking_playlist(
     let mut rx = state.live.watch(stream);
     state.live.ensure_pump(&state.store).await?;
     let started = tokio::time::Instant::now();
+    let mut checked = false;
     loop {
         // While the store is down the last good playlist still answers what it holds.
         let answer = state.live_answer(stream).await?;
@@ -194,6 +195,23 @@ pub async fn blocking_playlist(
                 ));
             }
             Blocking::Wait => {}
+        }
+        // A stream whose ingest ended (a file played once, an import, a source that cannot
+        // work) gets nothing more: said at once instead of after three target durations.
+        if !checked {
+            checked = true;
+            if let Some(s) = crate::services::streams::ingest_status(state, stream).await
+                && matches!(s.state, StreamState::Stopped | StreamState::Failed)
+            {
+                return Err(unavailable(
+                    "stream_not_running",
+                    format!(
+                        "segment {msn} of {stream} will not come: {} (the playlist without \
+                         _HLS_msn lists what there is)",
+                        crate::services::streams::state_phrase(&s)
+                    ),
+                ));
+            }
         }
         match next_update(state, &mut rx, started + limit).await {
             Woke::Update => {}
