@@ -332,6 +332,14 @@ pub fn plan(
             })
             .collect();
         if let (Some(&a0), Some(&a1)) = (inside.first(), inside.last()) {
+            // One AAC frame before the first one heard, when the segments hold it: AAC's
+            // transform overlaps frames, so a decoder starting at a frame gives its first
+            // milliseconds near silent (6-21 ms measured); the edit list skips the extra frame.
+            let a0 = if a0 > 0 && als[a0].s.pts <= a_start {
+                a0 - 1
+            } else {
+                a0
+            };
             let head = als[a0].s;
             let tail_end = inside
                 .iter()

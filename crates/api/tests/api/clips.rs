@@ -325,6 +325,13 @@ fn a_marker_clip_starts_on_the_marker_frame_with_its_audio() {
         (beep_clip - 48_000 - in_archive).abs() <= 1,
         "beep at sample {beep_clip} of the clip, {in_archive} from the marker in the archive"
     );
+    // pad=0 starts on the beep: heard from its first samples, as in the archive. Without the
+    // AAC frame before it (hidden by the edit list) a decoder gave the first 4-20 ms near silent.
+    let beep_exact = beep_onset_48k(&exact, 0);
+    assert!(
+        (beep_exact - in_archive.max(0)).abs() <= 1,
+        "beep at sample {beep_exact} of the pad=0 clip, {in_archive} from the marker in the archive"
+    );
 
     // One byte range, as a browser asks when seeking.
     let range = request(
