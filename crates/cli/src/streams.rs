@@ -301,6 +301,34 @@ struct Table {
     stop_after: Option<String>,
 }
 
+/// For serde's "unknown field `retension`, expected one of `name`, ...": the expected key a typo
+/// is closest to (at most two letters added, removed or changed), else `None`.
+fn did_you_mean(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (typo, expected) = rest.split_once("`, expected one of ")?;
+    let distance = |a: &str, b: &str| -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    expected
+        .split(", ")
+        .map(|k| k.trim_matches('`'))
+        .map(|k| (distance(typo, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_owned())
+}
+
 /// Parses `text` (named `file` in errors) into validated configurations.
 fn from_toml(
     text: &str,
@@ -311,6 +339,10 @@ fn from_toml(
     let parsed: File = toml::from_str(text).map_err(|e| {
         let at = e.span().map(|s| s.start).unwrap_or(0);
         let msg = e.message().replace('\n', " ");
+        let msg = match did_you_mean(&msg) {
+            Some(key) => format!("did you mean `{key}`? {msg}"),
+            None => msg,
+        };
         match stream_index_at(text, at) {
             Some(i) => anyhow!("{file}: line {}, stream {i}: {msg}", line_of(text, at)),
             None => anyhow!("{file}: line {}: {msg}", line_of(text, at)),
@@ -658,6 +690,15 @@ part_duration = "0"
         assert!(!t.source.pace);
         assert!(t.source.start_utc.is_some());
         assert!(T::try_parse_from(["t", "--start-utc", "22:00"]).is_err());
+    }
+
+    #[test]
+    fn a_misspelt_key_gets_the_nearest_one() {
+        let e = err("[[stream]]\nname = \"a\"\nretension = \"1h\"\n");
+        assert!(e.contains("did you mean `retention`?"), "{e}");
+        assert!(e.contains("unknown field `retension`"), "{e}");
+        let e = err("[[stream]]\nname = \"a\"\nzzzzzz = 1\n");
+        assert!(!e.contains("did you mean"), "{e}");
     }
 
     #[test]
