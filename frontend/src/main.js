@@ -515,10 +515,18 @@ const timeline = new TimelineBar({
 const rowEls = new Map();
 const tbody = $('markers').tBodies[0];
 // Pictures (thumbs.js): a row's thumbnail once its segment is published (two segments behind the
-// measured edge), and the seek bar's hover tile.
+// measured edge; of a stream that stopped or failed, whose edge no longer moves, at once), and
+// the seek bar's hover tile.
 const rowThumbs = new RowThumbs({
   stream: () => stream,
-  ready: (m) => state.liveEdgeHls !== null && markerHls(m) + 2 * (state.timeline?.segmentTicks ?? 90000) <= state.liveEdgeHls,
+  ready: (m) => {
+    if (state.liveEdgeHls === null) return false;
+    let here = null;
+    try { here = picker.streams?.find((s) => s.name === stream); } catch { /* picker not made yet */ }
+    const ended = here?.state === 'stopped' || here?.state === 'failed';
+    const behind = ended ? 0 : 2 * (state.timeline?.segmentTicks ?? 90000);
+    return markerHls(m) + behind <= state.liveEdgeHls;
+  },
 });
 /** HLS ticks at a fraction (0..1) along the timeline (its view), or null before it has a clock. */
 function hlsAtBar(fraction) {

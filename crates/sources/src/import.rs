@@ -159,6 +159,22 @@ pub async fn resolve(
         }
     }
     cfg.start_utc = Some(start);
+    // Retention is counted back from now: media older than it is deleted as soon as it is
+    // written. Said at start, not found out later from a timeline that lost most of the import.
+    if let Ok(retention) = Duration90k::from_secs_f64(cfg.retention.as_secs_f64())
+        && start + retention < now
+    {
+        let kept_from = now - retention;
+        tracing::warn!(
+            stream = %cfg.stream,
+            file = %shown,
+            start_utc = %start,
+            retention_s = cfg.retention.as_secs(),
+            "this import begins before the retention (--retention, counted back from now): what \
+             it holds before {kept_from} is deleted as soon as it is written; raise --retention \
+             to keep all of it",
+        );
+    }
     tracing::info!(
         stream = %cfg.stream,
         file = %shown,

@@ -418,7 +418,35 @@ async fn frame_picture(
     hls: HlsTime,
     width: Option<u32>,
 ) -> Result<HttpResponse, ApiError> {
+    // A frame of the live edge whose segment is not cut yet (a "now" marker's picture asked for
+    // right after its POST, by a webhook receiver or a notification): waited for, as a POST
+    // waits, instead of 404 for the second until the segment is out.
+    let newest = state
+        .track(state.store.last_segments(stream, 1).await)?
+        .pop();
+    let open = clocks.timeline.last().is_some_and(|e| e.hls_end.is_none());
+    if let Some(end) = newest.map(|s| s.hls_end())
+        && open
+        && hls >= end
+        && hls < end + LIVE_EDGE_WAIT_SPAN
+        && crate::services::live::wait_published(state, stream, hls, LIVE_EDGE_WAIT).await?
+    {
+        let (view, index) = state.clocks(stream).await?;
+        let fresh = Clocks::new(&view.timeline, &index);
+        let (thumb, frame) = frame_thumb(state, stream, &fresh, hls, width, Turn::Wait).await?;
+        return Ok(picture_answer(thumb, frame));
+    }
     let (thumb, frame) = frame_thumb(state, stream, clocks, hls, width, Turn::Wait).await?;
+    Ok(picture_answer(thumb, frame))
+}
+
+/// How far past the newest segment a picture's time may be and still be waited for.
+const LIVE_EDGE_WAIT_SPAN: hlsmark_clock::Duration90k = hlsmark_clock::Duration90k::from_secs(10);
+/// How long it is waited for (one segment and the cut's delay, as a marker's POST waits).
+const LIVE_EDGE_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The answer of one frame's picture.
+fn picture_answer(thumb: hlsmark_previews::Thumb, frame: FrameAt) -> HttpResponse {
     let mut answer = HttpResponse::Ok();
     answer
         .content_type("image/jpeg")
@@ -436,7 +464,7 @@ async fn frame_picture(
             .unwrap_or(HeaderValue::from_static("")),
         ))
         .insert_header(("X-Hlsmark-Cache", if thumb.cached { "hit" } else { "miss" }));
-    Ok(answer.body(thumb.jpeg))
+    answer.body(thumb.jpeg)
 }
 
 /// Whether a thumbnail not in the cache waits for a decoding turn ([`Turn::Wait`], a request)

@@ -200,6 +200,7 @@ fn requested_time(
     body: &NewMarker,
     clocks: &Clocks<'_>,
     limit: HlsTime,
+    published_end: Option<HlsTime>,
 ) -> Result<HlsTime, ApiError> {
     let given = [
         body.hls.is_some(),
@@ -235,7 +236,17 @@ fn requested_time(
         let u = UtcTime::parse_rfc3339(u).map_err(|e| invalid_time("utc", e))?;
         // UTC comes in (and goes out) with millisecond precision, rounded to the nearest ms: a
         // frame start printed as .484 for .4843 must come back to that frame, not the one before.
-        Ok(clocks.utc_to_hls(u)? + UTC_INPUT_TOLERANCE)
+        let t = clocks.utc_to_hls(u)?;
+        // Never across the end of the epoch holding the time or of the published media: 1 ms
+        // before an epoch's end is its last frame, not the first frame of the next run (another
+        // recording, maybe), nor a frame not published yet.
+        let epoch_end = clocks.timeline.epoch_at_hls(t).ok().and_then(|e| e.hls_end);
+        let media_end = published_end.filter(|p| t < *p);
+        let stop = [epoch_end, media_end].into_iter().flatten().min();
+        Ok(match stop {
+            Some(end) if t + UTC_INPUT_TOLERANCE >= end => t,
+            _ => t + UTC_INPUT_TOLERANCE,
+        })
     }
 }
 
@@ -266,7 +277,7 @@ pub async fn context(
         let limit = live_limit(&clocks, published_end);
         let latest = bodies
             .iter()
-            .filter_map(|b| requested_time(b, &clocks, limit).ok())
+            .filter_map(|b| requested_time(b, &clocks, limit, published_end).ok())
             .filter(|raw| *raw <= limit)
             .max();
         if let Some(raw) = latest
@@ -446,7 +457,7 @@ pub async fn build_marker(
             return Err(no_video_yet(state, &stream, &what(&body), since).await);
         }
     }
-    let raw = requested_time(&body, &clocks, limit)?;
+    let raw = requested_time(&body, &clocks, limit, ctx.published_end)?;
     // The time must hold video: not before the stream, not while it was down, not in the future.
     clocks.timeline.check_media(raw)?;
     if raw > limit {
@@ -465,6 +476,23 @@ pub async fn build_marker(
         && let Some((since, grace)) = ctx.frontier
         && UtcTime::now() > since + grace
     {
+        // A stream whose ingest ended (a file played once, an import) gets nothing more at
+        // that time: any later run starts now or later. Known, so 400, not "retry".
+        if let Some(s) = crate::services::streams::ingest_status(state, &stream).await
+            && matches!(
+                s.state,
+                hlsmark_store::StreamState::Stopped | hlsmark_store::StreamState::Failed
+            )
+        {
+            return Err(ApiError::bad_request(
+                "time_out_of_range",
+                format!(
+                    "there is no video at {}: stream {stream} ended at {since} ({})",
+                    what(&body),
+                    crate::services::streams::state_phrase(&s)
+                ),
+            ));
+        }
         return Err(no_video_yet(state, &stream, &what(&body), since).await);
     }
     let frame = state

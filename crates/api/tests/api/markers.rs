@@ -181,6 +181,38 @@ fn times_without_video_are_refused_and_ranges_skip_them() {
     }
     let r = s.post_marker(&json!({"label": "published", "hls": 8.9}));
     assert_eq!(r.status, 201, "{}", r.text());
+
+    // 1 ms before epoch 0's end (6 s) is its last frame (5.9667 s), not, through the 1 ms
+    // tolerance for printed times, the first frame of the next run at 6 s (found by a trial: a
+    // marker landed in another recording).
+    let r = s.post_marker(&json!({"label": "last frame", "utc": "2026-11-24T07:00:05.999Z"}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(ticks(&r.json()), 179 * 3_000, "{}", r.text());
+
+    // The same stall once the ingest says the stream stopped (a file played once, an import):
+    // nothing will come for that time, so 400, not a 503 to retry for ever.
+    s.rt.block_on(async {
+        let now = hlsmark_clock::UtcTime::now();
+        let status = hlsmark_store::StreamStatus {
+            state: hlsmark_store::StreamState::Stopped,
+            source: "generator".into(),
+            kind: "generator".into(),
+            since_90k: now,
+            updated_90k: now,
+            last_error: None,
+            restarts: 0,
+            epoch: Some(1),
+            restream: Vec::new(),
+        };
+        s.store
+            .put_status(&hlsmark_store::StreamName::live(), &status)
+            .await
+            .unwrap();
+    });
+    let r = s.post_marker(&json!({"label": "after the end", "hls": 9.2}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error_code(), "time_out_of_range");
+    assert!(r.text().contains("stopped"), "{}", r.text());
 }
 
 #[test]

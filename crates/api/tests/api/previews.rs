@@ -661,3 +661,39 @@ fn preview_answers_end_cleanly_when_the_server_shuts_down() {
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
 }
+
+/// A picture of the live edge whose segment is not cut yet (a "now" marker's, asked for right
+/// after its POST by a webhook receiver or a notification) is waited for, as a marker's POST
+/// waits, instead of 404 `no_frame` for the second until the segment is out.
+#[test]
+fn a_picture_of_the_live_edge_waits_for_its_segment() {
+    let run = Run::start(&[]);
+    let mut edge = 0.0;
+    run.wait("a published segment", Duration::from_secs(30), |r| {
+        let t = request(r.addr, "GET", "/timeline", &[], b"").json();
+        edge = t["live_edge"].as_f64().unwrap_or(0.0);
+        edge > 0.0
+    });
+    // Past the newest segment: its frame exists only once the next segment is cut.
+    let t = edge + 0.3;
+    let r = request(
+        run.addr,
+        "GET",
+        &format!("/thumbnail/live.jpg?t={t}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let frame = r.header("x-hlsmark-frame").unwrap_or_default().to_owned();
+    let at: i64 = frame
+        .split("hls_90k=")
+        .nth(1)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{frame}"));
+    #[allow(clippy::cast_possible_truncation)]
+    let want = (t * 90_000.0).round() as i64;
+    assert!(
+        at <= want + 45 && want - at < 3_000,
+        "the frame showing at {t} s: {frame}"
+    );
+}
