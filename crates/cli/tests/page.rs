@@ -89,6 +89,16 @@ fn serve_page(page: &'static str) -> (u16, Arc<AtomicU64>) {
                 if !request.starts_with("GET ") {
                     return;
                 }
+                if request.contains("/missing") {
+                    let body = "<html><body><h1>Not Found</h1></body></html>";
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
                 if request.contains("/favicon.ico") {
                     let _ = write!(
                         s,
@@ -519,5 +529,50 @@ fn a_javascript_dialog_does_not_hang_the_page() {
     let first = decode(&h, &pl.segments[0], tmp.path());
     let last = decode(&h, pl.segments.last().unwrap(), tmp.path());
     assert_ne!(first[0].checksum, last[0].checksum);
+    h.stop(Duration::from_secs(30)).expect("hlsmark stops");
+}
+
+/// A page whose server answers 404 (a wrong path) is not streamed as `live`: the stream retries
+/// with "the page answered HTTP 404" as its reason (it streamed the error page without a word).
+#[test]
+fn a_page_that_answers_404_is_retried_with_the_status_as_its_reason() {
+    require_program("ffmpeg");
+    require_program("chromium");
+    let tmp = tempfile::tempdir().unwrap();
+    let (page_port, _) = serve_page(PAGE);
+    let source = format!("page:http://127.0.0.1:{page_port}/missing.html");
+    let h = Hlsmark::start(
+        bin(),
+        &tmp.path().join("data"),
+        &[
+            "--source",
+            &source,
+            "--width",
+            "160",
+            "--height",
+            "90",
+            "--fps",
+            "5",
+            "--preview-fps",
+            "0",
+        ],
+        &[],
+    );
+    let row = h.wait_until("a retrying state", Duration::from_secs(60), |h| {
+        let v = h.json("/streams");
+        let row = v["streams"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "live")?
+            .clone();
+        (row["state"] == "retrying").then_some(row)
+    });
+    assert!(
+        row["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 404")),
+        "{row}"
+    );
+    assert!(live_playlist(h.port(), "live").is_none_or(|p| p.segments.is_empty()));
     h.stop(Duration::from_secs(30)).expect("hlsmark stops");
 }

@@ -185,6 +185,24 @@ async fn open(cfg: &StreamConfig, url: &str, limit: Duration) -> Result<PageSess
     if let Some(err) = nav["errorText"].as_str().filter(|e| !e.is_empty()) {
         return Err(format!("the page could not be loaded: {err}"));
     }
+    // An HTTP error page (404, 500) renders like any page, so it streamed as `live` without a
+    // word. Its status, from the committed document's navigation entry (0 when not known: then
+    // nothing is said).
+    if let Ok(r) = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({ "expression":
+                "performance.getEntriesByType('navigation')[0]?.responseStatus ?? 0",
+                "returnByValue": true }),
+            s,
+            limit,
+        )
+        .await
+        && let Some(code) = r["result"]["value"].as_u64()
+        && code >= 400
+    {
+        return Err(format!("the page answered HTTP {code}"));
+    }
 
     let slot = Arc::new(FrameSlot::default());
     let (first_tx, first_rx) = oneshot::channel();
