@@ -119,6 +119,15 @@ fn serve_page(page: &'static str) -> (u16, Arc<AtomicU64>) {
     (port, hits)
 }
 
+/// `hlsmark run` of `source` at 160x90, 5 fps, with `extra` flags, in `tmp`.
+fn start_small_page(tmp: &Path, source: &str, extra: &[&str]) -> Hlsmark {
+    let mut args = vec![
+        "--source", source, "--width", "160", "--height", "90", "--fps", "5",
+    ];
+    args.extend_from_slice(extra);
+    Hlsmark::start(bin(), &tmp.join("data"), &args, &[])
+}
+
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_hlsmark"))
 }
@@ -348,18 +357,10 @@ fn a_hung_page_is_restarted_after_the_stall_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let (page_port, hits) = serve_page(HANGING_PAGE);
     let source = format!("page:http://127.0.0.1:{page_port}/");
-    let h = Hlsmark::start(
-        bin(),
-        &tmp.path().join("data"),
+    let h = start_small_page(
+        tmp.path(),
+        &source,
         &[
-            "--source",
-            &source,
-            "--width",
-            "160",
-            "--height",
-            "90",
-            "--fps",
-            "5",
             "--segment-duration",
             "1s",
             "--stall-timeout",
@@ -367,7 +368,6 @@ fn a_hung_page_is_restarted_after_the_stall_timeout() {
             "--preview-fps",
             "0",
         ],
-        &[],
     );
     h.wait_until("the hang detected", Duration::from_secs(120), |h| {
         h.log()
@@ -495,18 +495,10 @@ fn a_javascript_dialog_does_not_hang_the_page() {
     let tmp = tempfile::tempdir().unwrap();
     let (page_port, hits) = serve_page(ALERT_PAGE);
     let source = format!("page:http://127.0.0.1:{page_port}/");
-    let h = Hlsmark::start(
-        bin(),
-        &tmp.path().join("data"),
+    let h = start_small_page(
+        tmp.path(),
+        &source,
         &[
-            "--source",
-            &source,
-            "--width",
-            "160",
-            "--height",
-            "90",
-            "--fps",
-            "5",
             "--segment-duration",
             "1s",
             "--stall-timeout",
@@ -514,7 +506,6 @@ fn a_javascript_dialog_does_not_hang_the_page() {
             "--preview-fps",
             "0",
         ],
-        &[],
     );
     // Live, then well past the alert (1 s) plus the stall timeout (2 s).
     h.wait_until("6 segments", Duration::from_secs(120), |h| {
@@ -541,23 +532,7 @@ fn a_page_that_answers_404_is_retried_with_the_status_as_its_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let (page_port, _) = serve_page(PAGE);
     let source = format!("page:http://127.0.0.1:{page_port}/missing.html");
-    let h = Hlsmark::start(
-        bin(),
-        &tmp.path().join("data"),
-        &[
-            "--source",
-            &source,
-            "--width",
-            "160",
-            "--height",
-            "90",
-            "--fps",
-            "5",
-            "--preview-fps",
-            "0",
-        ],
-        &[],
-    );
+    let h = start_small_page(tmp.path(), &source, &["--preview-fps", "0"]);
     let row = h.wait_until("a retrying state", Duration::from_secs(60), |h| {
         let v = h.json("/streams");
         let row = v["streams"]

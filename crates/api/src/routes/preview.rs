@@ -421,9 +421,14 @@ async fn frame_picture(
     // A frame of the live edge whose segment is not cut yet (a "now" marker's picture asked for
     // right after its POST, by a webhook receiver or a notification): waited for, as a POST
     // waits, instead of 404 for the second until the segment is out.
-    let newest = state
-        .track(state.store.last_segments(stream, 1).await)?
-        .pop();
+    // (Only for a time the index does not hold: a picture of retained media reads nothing more.)
+    let newest = if clocks.segment_at(hls).is_none() {
+        state
+            .track(state.store.last_segments(stream, 1).await)?
+            .pop()
+    } else {
+        None
+    };
     let open = clocks.timeline.last().is_some_and(|e| e.hls_end.is_none());
     if let Some(end) = newest.map(|s| s.hls_end())
         && open
