@@ -32,6 +32,13 @@ pub enum StreamState {
 }
 
 impl StreamState {
+    /// The ingest's run of the stream ended (`failed`, `stopped`: a file played once, an import,
+    /// a source that cannot work, a shutdown): nothing more comes until a new run, which starts
+    /// at its own (later) time.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Failed | Self::Stopped)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Starting => "starting",

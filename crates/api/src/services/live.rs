@@ -15,7 +15,7 @@ use actix_web::http::StatusCode;
 use bytes::Bytes;
 use hlsmark_clock::{Duration90k, HlsTime, Part, TICKS_PER_SECOND};
 use hlsmark_playlist::{Blocking, Skip};
-use hlsmark_store::{Store, StreamName, StreamState, StreamUpdate};
+use hlsmark_store::{Store, StreamName, StreamUpdate};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
@@ -201,7 +201,7 @@ pub async fn blocking_playlist(
         if !checked {
             checked = true;
             if let Some(s) = crate::services::streams::ingest_status(state, stream).await
-                && matches!(s.state, StreamState::Stopped | StreamState::Failed)
+                && s.state.is_final()
             {
                 return Err(unavailable(
                     "stream_not_running",

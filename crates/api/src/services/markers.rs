@@ -447,13 +447,7 @@ pub async fn build_marker(
     let limit = live_limit(&clocks, ctx.published_end);
     if let Some(since) = after_closed_end(&body, &clocks) {
         let status = crate::services::streams::ingest_status(state, &stream).await;
-        let over = status.is_some_and(|s| {
-            matches!(
-                s.state,
-                hlsmark_store::StreamState::Stopped | hlsmark_store::StreamState::Failed
-            )
-        });
-        if !over {
+        if !status.is_some_and(|s| s.state.is_final()) {
             return Err(no_video_yet(state, &stream, &what(&body), since).await);
         }
     }
@@ -479,10 +473,7 @@ pub async fn build_marker(
         // A stream whose ingest ended (a file played once, an import) gets nothing more at
         // that time: any later run starts now or later. Known, so 400, not "retry".
         if let Some(s) = crate::services::streams::ingest_status(state, &stream).await
-            && matches!(
-                s.state,
-                hlsmark_store::StreamState::Stopped | hlsmark_store::StreamState::Failed
-            )
+            && s.state.is_final()
         {
             return Err(ApiError::bad_request(
                 "time_out_of_range",

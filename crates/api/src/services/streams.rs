@@ -188,8 +188,7 @@ fn label(s: &str) -> String {
 /// whether the process lives on (`hlsmark run` with other streams) or not, so it is never stale
 /// (it read "stale" 15 s after a stream failed, and the page showed that instead of the failure).
 pub fn is_stale(status: &StreamStatus, now: UtcTime) -> bool {
-    !matches!(status.state, StreamState::Failed | StreamState::Stopped)
-        && now - status.updated_90k > STALE_AFTER
+    !status.state.is_final() && now - status.updated_90k > STALE_AFTER
 }
 
 /// Every stream with a status or segments, sorted by name.
